@@ -1,0 +1,459 @@
+"""The admin API: health, status, metrics and runtime changes of one node, over HTTP/1.1.
+
+:class:`AdminApp` decides what to answer (a :class:`Request` in, a :class:`Response` out,
+no I/O); :class:`AdminProtocol` is the thin asyncio shell around it, with httptools doing
+all the parsing. Every handler is synchronous (the node's state is in memory), so
+pipelined requests are answered in order simply by answering each as it completes.
+
+Reads need no token (the API listens on loopback unless told otherwise); calls that change
+state need ``Authorization: Bearer TOKEN`` and are refused outright when no token is set,
+so that a node started without one can be looked at but never changed over the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import unquote
+
+import httptools
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ninelives.address import Address
+from ninelives.listener import ListenerStats
+from ninelives.metrics import NodeCollector
+from ninelives.pool import AdminState, Pool, Server
+
+if TYPE_CHECKING:
+    from ninelives.config import Config
+
+log = logging.getLogger("ninelives.admin")
+
+MAX_BODY = 64 * 1024  # bytes; the largest legitimate body is a few dozen bytes of JSON
+MAX_HEAD = 64 * 1024  # bytes of request line and headers, against header floods
+# A whole request must arrive within this many seconds of the connection going idle: it
+# closes idle keep-alive connections and bounds slowloris clients with the same timer.
+REQUEST_DEADLINE = 10.0
+# After answering a request we will not read (an error, "Connection: close"), the write side
+# is shut and what the client still sends is read and dropped for up to this long: closing
+# with unread bytes would make the kernel send a reset, which can destroy the answer before
+# the client reads it (RFC 9112 section 9.6, "lingering close").
+LINGER = 2.0
+MAX_WEIGHT = 256  # as HAProxy: weights 0-256
+
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+
+
+class NodeLike(Protocol):
+    """What the admin API and the metrics need of a running node."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def pools(self) -> dict[str, Pool]: ...
+    @property
+    def listeners(self) -> Sequence[ListenerStats]: ...
+    @property
+    def admin_token(self) -> str | None: ...
+    @property
+    def started_at(self) -> float: ...
+    def is_ready(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # percent-encoded, as sent
+    authorization: str | None
+    body: bytes
+    peer: str  # who asked, for the log of changes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, status: int, value: Any, *headers: tuple[str, str]) -> Response:
+        return cls(status, json.dumps(value).encode(), JSON, headers)
+
+    @classmethod
+    def error(cls, status: int, message: str, *headers: tuple[str, str]) -> Response:
+        return cls.json(status, {"error": message}, *headers)
+
+    def encode(self, keep_alive: bool, with_body: bool = True) -> bytes:
+        """The whole response; without the body for HEAD (Content-Length still counts it)."""
+        phrase = HTTPStatus(self.status).phrase
+        lines = [
+            f"HTTP/1.1 {self.status} {phrase}",
+            f"Content-Type: {self.content_type}",
+            f"Content-Length: {len(self.body)}",
+            "Cache-Control: no-store",
+            *(f"{name}: {value}" for name, value in self.headers),
+        ]
+        if not keep_alive:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + self.body if with_body else head
+
+
+_SERVER_ACTION = re.compile(r"/v1/pools/([^/]+)/servers/([^/]+)/(state|weight)")
+_ENDPOINTS = (
+    "GET /healthz, /readyz, /v1/status, /metrics, /status; "
+    "POST /v1/pools/POOL/servers/SERVER/state|weight"
+)
+
+
+class AdminApp:
+    """Answers admin requests for one node. Changes pool state; never does I/O."""
+
+    def __init__(self, node: NodeLike) -> None:
+        self.node = node
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(node))
+        self.reads: dict[str, Callable[[], Response]] = {
+            "/healthz": self.healthz,
+            "/readyz": self.readyz,
+            "/v1/status": self.status,
+            "/metrics": self.metrics,
+            "/status": self.status_page,
+        }
+
+    def handle(self, request: Request) -> Response:
+        path = request.path.partition("?")[0]
+        read = self.reads.get(path)
+        if read is not None:
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request.method, path, "GET")
+            return read()
+        action = _SERVER_ACTION.fullmatch(path)
+        if action is None:
+            return Response.error(404, f"no endpoint {path} (endpoints: {_ENDPOINTS})")
+        if request.method != "POST":
+            return _not_allowed(request.method, path, "POST")
+        refusal = self.authorize(request.authorization)
+        if refusal is not None:
+            return refusal
+        pool_name, server_name, what = (unquote(part) for part in action.groups())
+        pool = self.node.pools.get(pool_name)
+        if pool is None:
+            known = ", ".join(sorted(self.node.pools)) or "none"
+            return Response.error(404, f'no pool named "{pool_name}" (pools: {known})')
+        server = pool.by_name.get(server_name)
+        if server is None:
+            known = ", ".join(s.name for s in pool.servers) or "none"
+            return Response.error(
+                404, f'no server named "{server_name}" in pool "{pool_name}" (servers: {known})'
+            )
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return Response.error(400, f'expected a JSON body like {{"{what}": ...}}: {exc}')
+        if not isinstance(body, dict) or what not in body:
+            example = '{"state": "drain"}' if what == "state" else '{"weight": 10}'
+            return Response.error(400, f"expected a JSON object like {example}, got {body!r}")
+        if what == "state":
+            return self.set_state(pool, server, body["state"], request.peer)
+        return self.set_weight(pool, server, body["weight"], request.peer)
+
+    def authorize(self, authorization: str | None) -> Response | None:
+        """Refuse a state-changing call unless it carries the configured bearer token."""
+        token = self.node.admin_token
+        if token is None:
+            return Response.error(403, "set admin.token in the config to allow changes")
+        challenge = ("WWW-Authenticate", 'Bearer realm="ninelives"')
+        if authorization is None:
+            return Response.error(
+                401, 'missing token: send "Authorization: Bearer TOKEN"', challenge
+            )
+        scheme, _, given = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return Response.error(
+                401, f'expected "Authorization: Bearer TOKEN", got scheme "{scheme}"', challenge
+            )
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return Response.error(401, "wrong token", challenge)
+        return None
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def healthz(self) -> Response:
+        return Response.json(200, {"status": "alive", "node": self.node.name})
+
+    def readyz(self) -> Response:
+        ready = self.node.is_ready()
+        return Response.json(200 if ready else 503, {"ready": ready})
+
+    def status(self) -> Response:
+        return Response.json(200, self.node.status())
+
+    def metrics(self) -> Response:
+        return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+
+    def status_page(self) -> Response:
+        return Response(200, render_status_page(self.node.status()).encode(), HTML)
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def set_state(self, pool: Pool, server: Server, value: Any, peer: str) -> Response:
+        try:
+            state = AdminState(value)
+        except ValueError:
+            allowed = ", ".join(s.value for s in AdminState)
+            return Response.error(
+                400, f'expected "state" to be one of {allowed}, got {json.dumps(value)}'
+            )
+        before = server.admin_state
+        pool.set_admin_state(server.name, state)
+        log.info(
+            "%s set %s/%s state %s -> %s (%d of %d servers now available)",
+            peer, pool.name, server.name, before.value, state.value,
+            len(pool.candidates), len(pool.servers),
+        )
+        return Response.json(200, server.status())
+
+    def set_weight(self, pool: Pool, server: Server, value: Any, peer: str) -> Response:
+        # bool is an int in Python; "weight": true is a mistake, not 1.
+        if not isinstance(value, int) or isinstance(value, bool) or not (
+            0 <= value <= MAX_WEIGHT
+        ):
+            return Response.error(
+                400, f'expected "weight" to be an integer 0-{MAX_WEIGHT}, got {json.dumps(value)}'
+            )
+        before = server.weight
+        pool.set_weight(server.name, value)
+        log.info(
+            "%s set %s/%s weight %d -> %d", peer, pool.name, server.name, before, value
+        )
+        return Response.json(200, server.status())
+
+
+def _not_allowed(method: str, path: str, allowed: str) -> Response:
+    return Response.error(
+        405, f"method {method} not allowed on {path}; use {allowed}", ("Allow", allowed)
+    )
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing: the connection is being closed."""
+
+
+class AdminProtocol(asyncio.Protocol):
+    """One admin connection: httptools parses, :class:`AdminApp` answers."""
+
+    def __init__(self, app: AdminApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "unknown"
+        self.deadline: asyncio.TimerHandle | None = None
+        self.head_size = 0
+        self.url = b""
+        self.authorization: str | None = None
+        self.body = bytearray()
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = str(Address(str(peer[0]), int(peer[1])))
+        self.arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+
+    def arm_deadline(self, seconds: float = REQUEST_DEADLINE) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self.loop.call_later(seconds, self.expire)
+
+    def expire(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not self.closing:  # a bug in a callback, not the client's fault
+                log.exception("admin request from %s failed", self.peer)
+                self.finish(Response.error(500, "internal error; see the node's log"), False)
+        except httptools.HttpParserUpgrade:
+            self.finish(Response.error(400, "protocol upgrades are not supported"), False)
+        except httptools.HttpParserError as exc:
+            self.finish(Response.error(400, f"malformed HTTP request: {exc}"), False)
+
+    # -- parser callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.head_size = 0
+        self.url = b""
+        self.authorization = None
+        self.body.clear()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.check_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.check_head(len(name) + len(value))
+        lname = name.lower()
+        if lname == b"authorization":
+            self.authorization = value.decode("latin-1")
+        elif lname == b"content-length" and value.strip().isdigit():
+            # llhttp validates the framing; this only refuses a declared size early, before
+            # reading it. A chunked body is counted as it arrives (on_body).
+            length = int(value)
+            if length > MAX_BODY:
+                self.reject(413, f"request body of {length} bytes is over the {MAX_BODY} limit")
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > MAX_BODY:
+            self.reject(413, f"request body is over the {MAX_BODY} byte limit")
+
+    def on_message_complete(self) -> None:
+        request = Request(
+            method=self.parser.get_method().decode("latin-1"),
+            path=self.url.decode("latin-1"),
+            authorization=self.authorization,
+            body=bytes(self.body),
+            peer=self.peer,
+        )
+        keep_alive = bool(self.parser.should_keep_alive())
+        self.finish(self.app.handle(request), keep_alive, request.method != "HEAD")
+        if not keep_alive:
+            raise _Stop("the client asked to close")  # ignore anything pipelined after
+
+    # -- replies ------------------------------------------------------------------------------
+
+    def check_head(self, size: int) -> None:
+        self.head_size += size
+        if self.head_size > MAX_HEAD:
+            self.reject(431, f"request line and headers are over the {MAX_HEAD} byte limit")
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer with an error, close, and stop the parser (from inside a callback)."""
+        self.finish(Response.error(status, message), False)
+        raise _Stop(message)
+
+    def finish(self, response: Response, keep_alive: bool, with_body: bool = True) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.transport.write(response.encode(keep_alive, with_body))
+        if keep_alive:
+            self.arm_deadline()
+            return
+        self.closing = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client sees the end, then closes its side
+            self.arm_deadline(LINGER)
+        else:
+            self.transport.close()
+
+
+async def start_admin(node: NodeLike, address: Address) -> asyncio.Server:
+    """Serve the admin API for ``node`` on ``address`` (port 0 picks a free port)."""
+    loop = asyncio.get_running_loop()
+    app = AdminApp(node)
+    return await loop.create_server(lambda: AdminProtocol(app, loop), address.host, address.port)
+
+
+# -- the status page ---------------------------------------------------------------------------
+
+_BADGE = {"up": "#1a7f37", "down": "#cf222e", "drain": "#bf8700", "maint": "#6e7781"}
+_STYLE = (
+    "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "th,td{padding:.25em .8em;border-bottom:1px solid #d0d7de;text-align:left}"
+    "td.n{text-align:right}.b{color:#fff;border-radius:.8em;padding:.1em .6em}"
+)
+
+
+def _row(cells: Sequence[object], header: bool = False) -> str:
+    tag = "th" if header else "td"
+    out = []
+    for cell in cells:
+        if isinstance(cell, int):
+            out.append(f'<{tag} class="n">{cell}</{tag}>')
+        elif isinstance(cell, _Raw):
+            out.append(f"<{tag}>{cell.markup}</{tag}>")
+        else:
+            out.append(f"<{tag}>{html.escape(str(cell))}</{tag}>")
+    return "<tr>" + "".join(out) + "</tr>"
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    markup: str  # already escaped
+
+
+def _badge(state: str) -> _Raw:
+    colour = _BADGE.get(state, "#6e7781")
+    return _Raw(f'<span class="b" style="background:{colour}">{html.escape(state)}</span>')
+
+
+def render_status_page(status: dict[str, Any]) -> str:
+    """The node's status as one HTML page: no script, no external resource."""
+    node = html.escape(str(status.get("node", "")))
+    ready = "ready" if status.get("ready") else "not ready"
+    parts = [
+        "<!doctype html><html><head><meta charset=utf-8>",
+        '<meta http-equiv="refresh" content="5">',
+        f"<title>ninelives {node}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>ninelives {node}</h1>",
+        f"<p>version {html.escape(str(status.get('version', '')))}, "
+        f"up {int(status.get('uptime_s', 0))} s, {ready}</p>",
+        "<h2>Listeners</h2><table>",
+        _row(("name", "protocol", "addresses", "pool", "active", "requests", "5xx"), True),
+    ]
+    for lis in status.get("listeners", []):
+        parts.append(_row((
+            lis.get("name", ""), lis.get("protocol", ""), " ".join(lis.get("addresses", [])),
+            lis.get("pool", ""), lis.get("active", 0), lis.get("requests", 0),
+            lis.get("responses", {}).get("5xx", 0),
+        )))
+    parts.append("</table>")
+    for pool in status.get("pools", []):
+        tier = pool.get("active_tier")
+        parts += [
+            f"<h2>Pool {html.escape(str(pool.get('name', '')))}</h2>",
+            f"<p>{html.escape(str(pool.get('balance', '')))}, "
+            f"{pool.get('available', 0)} available, active tier "
+            f"{'none' if tier is None else tier}</p><table>",
+            _row(("tier", "provider", "server", "address", "state", "weight", "active",
+                  "requests", "reason"), True),
+        ]
+        for index, group in enumerate(pool.get("tiers", [])):
+            for srv in group.get("servers", []):
+                parts.append(_row((
+                    index, group.get("provider", ""), srv.get("name", ""),
+                    srv.get("address", ""), _badge(str(srv.get("state", ""))),
+                    srv.get("weight", 0), srv.get("active", 0), srv.get("requests", 0),
+                    srv.get("reason", ""),
+                )))
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,178 @@
+"""The ``ninelives`` command line. Only this module exits the process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ninelives import __version__
+
+if TYPE_CHECKING:
+    from ninelives.client import AdminClient
+    from ninelives.config import Config
+
+ADMIN_HELP = "admin API address HOST:PORT (default: $NINELIVES_ADMIN or 127.0.0.1:9901)"
+TOKEN_HELP = "admin token (default: $NINELIVES_TOKEN)"
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ninelives")
+def main() -> None:
+    """High availability for any TCP or HTTP service."""
+
+
+def _load(config: Path) -> Config:
+    from ninelives.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{config}: {len(exc.problems)} problem(s); nothing was started", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def run(config: Path, log_level: str) -> None:
+    """Start a node in the foreground; print one readiness line once every listener is bound."""
+    import uvloop
+
+    from ninelives.node import NodeStartError, serve
+
+    cfg = _load(config)
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        uvloop.run(serve(cfg))
+    except NodeStartError as exc:
+        click.echo(f"ninelives: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def check(config: Path) -> None:
+    """Validate CONFIG: every problem with its path; exit 1 if there is any."""
+    _load(config)
+    click.echo(f"{config}: ok")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the config file (for editors)."""
+    from ninelives.config import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(), indent=2))
+
+
+def _client(admin: str | None, token: str | None) -> AdminClient:
+    from ninelives.client import AdminClient
+
+    address = admin or os.environ.get("NINELIVES_ADMIN") or "127.0.0.1:9901"
+    return AdminClient(address, token or os.environ.get("NINELIVES_TOKEN"))
+
+
+def _call(fn: Callable[[], None]) -> None:
+    from ninelives.client import AdminError
+
+    try:
+        fn()
+    except AdminError as exc:
+        click.echo(f"ninelives: {exc}", err=True)
+        sys.exit(1)
+    except ValueError as exc:
+        click.echo(f"ninelives: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON status")
+def status(admin: str | None, token: str | None, as_json: bool) -> None:
+    """Pools, servers and listeners of a running node."""
+    from rich.console import Console
+
+    from ninelives.client import render_status
+
+    def show() -> None:
+        client = _client(admin, token)
+        data = client.status()
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        else:
+            render_status(data, Console())
+
+    _call(show)
+
+
+def _state_command(state: str, doc: str) -> None:
+    @main.command(name={"ready": "enable"}.get(state, state), help=doc)
+    @click.argument("target")
+    @click.option("--admin", help=ADMIN_HELP)
+    @click.option("--token", help=TOKEN_HELP)
+    def command(target: str, admin: str | None, token: str | None) -> None:
+        from ninelives.client import parse_target
+
+        def change() -> None:
+            pool, server = parse_target(target)
+            client = _client(admin, token)
+            result = client.set_state(pool, server, state)
+            click.echo(f"{pool}/{server}: {result.get('state', state)}")
+
+        _call(change)
+
+
+_state_command("drain", "POOL/SERVER takes no new clients; requests in flight finish.")
+_state_command("ready", "POOL/SERVER is back in service (undo drain or maint).")
+_state_command("maint", "POOL/SERVER takes no traffic at all (maintenance).")
+
+
+@main.command()
+@click.argument("target")
+@click.argument("weight", type=click.IntRange(0, 256))
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+def weight(target: str, weight: int, admin: str | None, token: str | None) -> None:
+    """Set the weight (0-256) of POOL/SERVER at runtime."""
+    from ninelives.client import parse_target
+
+    def change() -> None:
+        pool, server = parse_target(target)
+        client = _client(admin, token)
+        result = client.set_weight(pool, server, weight)
+        click.echo(f"{pool}/{server}: weight {result.get('weight', weight)}")
+
+    _call(change)
+
+
+@main.command()
+@click.option("--requests", "total", default=3000, show_default=True,
+              help="requests to send through the node")
+@click.option("--serve", is_flag=True, help="keep the node and backends running afterwards")
+def demo(total: int, serve: bool) -> None:
+    """A local node in front of demo backends it starts: traffic, a failure, what clients saw."""
+    import uvloop
+
+    from ninelives.demo import run_demo
+
+    sys.exit(uvloop.run(run_demo(total=total, keep_serving=serve)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The CLI's side of the admin API: calls over HTTP (stdlib only) and a rich status view.
+
+Kept free of click so that it is testable on its own; the CLI turns :class:`AdminError`
+into a message and an exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+HINT = "is `ninelives run` running? set --admin or NINELIVES_ADMIN"
+STATE_STYLES = {"up": "green", "down": "bold red", "drain": "yellow", "maint": "magenta"}
+
+
+class AdminError(Exception):
+    """An admin call failed; the message says why, in words for the operator."""
+
+
+class AdminClient:
+    """Calls the admin API of one node at ``address`` (``host:port`` or an http:// URL)."""
+
+    def __init__(self, address: str, token: str | None, timeout: float = 5.0) -> None:
+        self.address = address.removeprefix("http://").rstrip("/")
+        self.base = f"http://{self.address}"
+        self.token = token
+        self.timeout = timeout
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/status")
+
+    def set_state(self, pool: str, server: str, state: str) -> dict[str, Any]:
+        return self._call("POST", f"{_server_path(pool, server)}/state", {"state": state})
+
+    def set_weight(self, pool: str, server: str, weight: int) -> dict[str, Any]:
+        return self._call("POST", f"{_server_path(pool, server)}/weight", {"weight": weight})
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(self.base + path, method=method)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, data, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise AdminError(_http_error(exc)) from None
+        except urllib.error.URLError as exc:
+            raise AdminError(self._unreachable(exc.reason)) from None
+        except (TimeoutError, OSError) as exc:  # a timeout while reading the answer
+            raise AdminError(self._unreachable(exc)) from None
+        try:
+            value = json.loads(payload)
+        except ValueError:
+            raise AdminError(
+                f"the admin API at {self.address} answered something that is not JSON"
+            ) from None
+        if not isinstance(value, dict):
+            raise AdminError(f"the admin API at {self.address} answered {value!r}")
+        return value
+
+    def _unreachable(self, reason: object) -> str:
+        if isinstance(reason, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(reason, TimeoutError | socket.timeout):
+            why = f"no answer within {self.timeout:g}s"
+        elif isinstance(reason, socket.gaierror):
+            why = f"unknown host ({reason.strerror})"
+        elif isinstance(reason, OSError) and reason.strerror:
+            why = reason.strerror.lower()
+        else:
+            why = str(reason)
+        return f"cannot reach the admin API at {self.address}: {why} ({HINT})"
+
+
+def _server_path(pool: str, server: str) -> str:
+    return f"/v1/pools/{quote(pool, safe='')}/servers/{quote(server, safe='')}"
+
+
+def _http_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(exc.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError):
+        message = exc.reason
+    return f"{message} (HTTP {exc.code})"
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """``"app/a1"`` -> ``("app", "a1")``; raise ValueError naming what was expected."""
+    pool, sep, server = text.strip().partition("/")
+    if not sep or not pool or not server or "/" in server:
+        raise ValueError(f'expected POOL/SERVER, like app/a1, got "{text}"')
+    return pool, server
+
+
+# -- the status view ---------------------------------------------------------------------------
+
+
+def format_uptime(seconds: float) -> str:
+    """``93784`` -> ``"1d 2h 3m"``; under a minute, seconds."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if total < 60:
+        return f"{secs}s"
+    parts = [(days, "d"), (hours, "h"), (minutes, "m")] if days else [
+        (hours, "h"), (minutes, "m"), (secs, "s")
+    ]
+    return " ".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+
+
+def render_status(status: dict[str, Any], console: Console) -> None:
+    """Print a node's status (``GET /v1/status``) as tables: node, listeners, pools."""
+    ready = Text("ready", "green") if status.get("ready") else Text("not ready", "bold red")
+    line = Text.assemble(
+        ("node ", "dim"), (str(status.get("node", "?")), "bold"),
+        ("  version ", "dim"), str(status.get("version", "?")),
+        ("  up ", "dim"), format_uptime(float(status.get("uptime_s", 0))),
+        "  ", ready,
+    )
+    console.print(line)
+
+    listeners = Table(title="listeners", title_justify="left")
+    for column in ("name", "protocol", "addresses", "pool"):
+        listeners.add_column(column)
+    for column in ("active", "requests", "5xx"):
+        listeners.add_column(column, justify="right")
+    for lis in status.get("listeners", []):
+        errors = int(lis.get("responses", {}).get("5xx", 0))
+        listeners.add_row(
+            str(lis.get("name", "")), str(lis.get("protocol", "")),
+            " ".join(lis.get("addresses", [])), str(lis.get("pool", "")),
+            str(lis.get("active", 0)), str(lis.get("requests", 0)),
+            Text(str(errors), "red" if errors else ""),
+        )
+    console.print(listeners)
+
+    for pool in status.get("pools", []):
+        console.print(_pool_table(pool))
+
+
+def _pool_table(pool: dict[str, Any]) -> Table:
+    tier = pool.get("active_tier")
+    title = (
+        f"pool {pool.get('name', '?')}  ({pool.get('balance', '?')}, "
+        f"{pool.get('available', 0)} available, active tier {'none' if tier is None else tier})"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("tier", "provider", "server", "address", "state"):
+        table.add_column(column)
+    for column in ("weight", "active", "requests"):
+        table.add_column(column, justify="right")
+    table.add_column("reason")
+    for index, group in enumerate(pool.get("tiers", [])):
+        for srv in group.get("servers", []):
+            state = str(srv.get("state", "?"))
+            table.add_row(
+                str(index), str(group.get("provider", "")), str(srv.get("name", "")),
+                str(srv.get("address", "")), Text(state, STATE_STYLES.get(state, "")),
+                str(srv.get("weight", "")), str(srv.get("active", 0)),
+                str(srv.get("requests", 0)), str(srv.get("reason", "")),
+            )
+    return table

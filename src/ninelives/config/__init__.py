@@ -1,0 +1,45 @@
+"""The ninelives config: YAML in, frozen pydantic models out, every problem with its path.
+
+Everything other modules need is importable from here; the submodules are
+``fields`` (value types), ``models``, ``checks`` (cross-field), ``errors`` and ``loader``.
+"""
+
+from ninelives.config.errors import ConfigError
+from ninelives.config.loader import config_json_schema, load_config, parse_config
+from ninelives.config.models import (
+    AdminConfig,
+    Config,
+    HealthConfig,
+    HttpCheck,
+    ListenerConfig,
+    NodeConfig,
+    PoolConfig,
+    RouteConfig,
+    RouteMatch,
+    ServerConfig,
+    StickyConfig,
+    TcpCheck,
+    TierConfig,
+    TimeoutsConfig,
+)
+
+__all__ = [
+    "AdminConfig",
+    "Config",
+    "ConfigError",
+    "HealthConfig",
+    "HttpCheck",
+    "ListenerConfig",
+    "NodeConfig",
+    "PoolConfig",
+    "RouteConfig",
+    "RouteMatch",
+    "ServerConfig",
+    "StickyConfig",
+    "TcpCheck",
+    "TierConfig",
+    "TimeoutsConfig",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+]

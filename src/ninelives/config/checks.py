@@ -1,0 +1,165 @@
+"""Checks that span several parts of the config: references, unique names, bind clashes.
+
+They read the raw (parsed YAML) data, defensively, so the loader can run them even when
+some fields failed validation and report every problem in one go. The same function
+checks a validated Config (through its ``model_dump``) built in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ninelives.address import Address, parse_address
+from ninelives.config.fields import Loc, as_name, format_loc
+
+_DEFAULT_ADMIN = "127.0.0.1:9901"
+_BALANCES = ("roundrobin", "leastconn", "random2", "hash", "first")
+BACKUP_IN_TIERS = (
+    "backup is only for the servers shorthand; "
+    "in tiers the tier order already says which servers are backups"
+)
+
+
+def hash_on_needs_hash(balance: str) -> str:
+    return f"only with balance: hash, got balance: {balance}"
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    pools = data.get("pools")
+    pool_names = sorted(str(as_name(k)) for k in pools) if isinstance(pools, Mapping) else None
+    listeners = data.get("listeners")
+    if isinstance(listeners, list):
+        problems += _listener_names(listeners)
+        if pool_names is not None:
+            problems += _pool_references(listeners, pool_names)
+        problems += _bind_clashes(data.get("admin"), listeners)
+    if isinstance(pools, Mapping):
+        for pool_name, pool in pools.items():
+            if isinstance(pool, Mapping):
+                problems += _server_names(pool_name, pool)
+                problems += _pool_options(pool_name, pool)
+    return problems
+
+
+def _mappings(items: Any) -> list[tuple[int, Mapping[str, Any]]]:
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, Mapping)]
+
+
+def _listener_names(listeners: list[Any]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    first: dict[str, int] = {}
+    for i, listener in _mappings(listeners):
+        name = as_name(listener.get("name"))
+        if name is None:
+            continue
+        if name in first:
+            problems.append(
+                (("listeners", i, "name"), f'duplicate listener name "{name}" '
+                 f"(also listeners[{first[name]}])")
+            )
+        else:
+            first[name] = i
+    return problems
+
+
+def _pool_references(listeners: list[Any], pool_names: list[str]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    known = ", ".join(pool_names)
+
+    def check(loc: Loc, value: Any) -> None:
+        pool = as_name(value)
+        if pool is not None and pool not in pool_names:
+            problems.append((loc, f'no pool named "{pool}" (pools: {known})'))
+
+    for i, listener in _mappings(listeners):
+        check(("listeners", i, "pool"), listener.get("pool"))
+        for r, route in _mappings(listener.get("routes")):
+            check(("listeners", i, "routes", r, "pool"), route.get("pool"))
+    return problems
+
+
+def _address(value: Any) -> Address | None:
+    if isinstance(value, Address):
+        return value
+    try:
+        return parse_address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None  # reported by field validation
+
+
+def _clash(a: Address, b: Address) -> bool:
+    # Two listeners on one address would both bind with SO_REUSEPORT and split the traffic
+    # silently; a wildcard bind covers every address on its port the same way.
+    if a.port != b.port or a.port == 0:
+        return False
+    return a.host == b.host or a.host in _WILDCARDS or b.host in _WILDCARDS
+
+
+def _bind_clashes(admin: Any, listeners: list[Any]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    taken: list[tuple[Address, str]] = []
+    admin_listen = admin.get("listen", _DEFAULT_ADMIN) if isinstance(admin, Mapping) else None
+    admin_address = _address(admin_listen or _DEFAULT_ADMIN)
+    if admin_address is not None:
+        taken.append((admin_address, "admin.listen"))
+    for i, listener in _mappings(listeners):
+        bind = listener.get("bind")
+        for b, value in enumerate(bind if isinstance(bind, list) else [bind]):
+            address = _address(value)
+            if address is None:
+                continue
+            loc: Loc = ("listeners", i, "bind", b) if isinstance(bind, list) else (
+                "listeners", i, "bind")
+            clash = next(((other, who) for other, who in taken if _clash(address, other)), None)
+            if clash is None:
+                taken.append((address, format_loc(loc)))
+            elif clash[0] == address:
+                problems.append((loc, f'"{address}" is already bound by {clash[1]}'))
+            else:
+                problems.append((loc, f'"{address}" overlaps "{clash[0]}" bound by {clash[1]}'))
+    return problems
+
+
+def _pool_options(pool_name: Any, pool: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    # Also checked by PoolConfig; repeated here so they show even when another field of
+    # the pool is invalid (pydantic then skips the model validator).
+    problems: list[tuple[Loc, str]] = []
+    balance = pool.get("balance", "roundrobin")
+    if "hash_on" in pool and balance in _BALANCES and balance != "hash":
+        problems.append((("pools", str(pool_name), "hash_on"), hash_on_needs_hash(balance)))
+    for t, tier in _mappings(pool.get("tiers")):
+        for s, server in _mappings(tier.get("servers")):
+            if server.get("backup") is True:
+                problems.append(
+                    (("pools", str(pool_name), "tiers", t, "servers", s, "backup"), BACKUP_IN_TIERS)
+                )
+    return problems
+
+
+def _server_names(pool_name: Any, pool: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    # Servers are addressed by name across tiers (admin API, metrics), so unique per pool.
+    problems: list[tuple[Loc, str]] = []
+    lists: list[tuple[Loc, Any]] = [(("servers",), pool.get("servers"))]
+    for t, tier in _mappings(pool.get("tiers")):
+        lists.append((("tiers", t, "servers"), tier.get("servers")))
+    first: dict[str, Loc] = {}
+    for where, servers in lists:
+        for s, server in _mappings(servers):
+            name = as_name(server.get("name"))
+            if name is None:
+                continue
+            loc: Loc = (*where, s)
+            if name in first:
+                problems.append(
+                    (("pools", str(pool_name), *loc, "name"),
+                     f'duplicate server name "{name}" in pool {pool_name} '
+                     f"(also {format_loc(first[name])})")
+                )
+            else:
+                first[name] = loc
+    return problems

@@ -1,0 +1,280 @@
+"""The config as typed, frozen pydantic models: what the rest of ninelives codes against.
+
+Every model forbids unknown keys (a typo must not silently become a default) and is
+frozen (a running node shares one config snapshot; a reload builds a new one).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ninelives.address import Address
+from ninelives.config.checks import BACKUP_IN_TIERS, cross_field_problems, hash_on_needs_hash
+from ninelives.config.fields import (
+    AddressField,
+    AddressList,
+    Duration,
+    Loc,
+    ModelProblems,
+    Name,
+    StatusExpectation,
+    Text,
+    is_token,
+    status_accepted,
+)
+from ninelives.units import describe_input, format_duration
+
+# Tells Config's validator that the loader already ran the cross-field checks on the raw
+# data (so it could report them together with field errors) and need not repeat them.
+CROSS_CHECKED = "ninelives.cross_checked"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Model):
+    # Shown in the readiness line and used as the cluster member id, hence a Name.
+    name: Name = Field(default_factory=socket.gethostname)
+    state_dir: Path = Path(".ninelives")  # uptime history and server state; relative to cwd
+
+
+class AdminConfig(_Model):
+    listen: AddressField = Field(
+        default=Address("127.0.0.1", 9901), json_schema_extra={"default": "127.0.0.1:9901"}
+    )
+    token: str | None = None  # required as a Bearer token by calls that change state
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, token: str | None) -> str | None:
+        # An empty ${NINELIVES_TOKEN} would otherwise make "Bearer " the password.
+        if token is not None and not token.strip():
+            raise ValueError("expected a non-empty token; leave token out to have none")
+        return token
+
+
+class RouteMatch(_Model):
+    host: str | None = None  # compared case-insensitively, so stored lower-case
+    path_prefix: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str | None) -> str | None:
+        if host is not None and (not host or any(c.isspace() or c == "/" for c in host)):
+            raise ValueError(
+                f"expected a host name like api.example.com, got {describe_input(host)}"
+            )
+        return host.lower() if host is not None else None
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _path_prefix(cls, prefix: str | None) -> str | None:
+        if prefix is not None and not prefix.startswith("/"):
+            raise ValueError(f"expected a path starting with /, got {describe_input(prefix)}")
+        return prefix
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> Self:
+        if self.host is None and self.path_prefix is None:
+            raise ValueError("expected host, path_prefix or both")
+        return self
+
+
+class RouteConfig(_Model):
+    match: RouteMatch
+    pool: Name
+
+
+class ListenerConfig(_Model):
+    name: Name
+    bind: AddressList = Field(min_length=1)
+    protocol: Literal["http", "tcp"] = "http"
+    pool: Name
+    routes: list[RouteConfig] = []  # first match wins; no match goes to `pool`
+
+    @model_validator(mode="after")
+    def _routes_need_http(self) -> Self:
+        if self.routes and self.protocol != "http":
+            raise ModelProblems(
+                [(("routes",), "routes are for http listeners; a tcp listener has one pool")]
+            )
+        return self
+
+
+class ServerConfig(_Model):
+    name: Name
+    address: AddressField
+    weight: int = Field(default=1, ge=0, le=256)  # 0 takes no new traffic, as in HAProxy
+    backup: bool = False  # servers shorthand only: the backup servers form tier 1
+
+    @field_validator("address")
+    @classmethod
+    def _real_port(cls, address: Address) -> Address:
+        if address.port == 0:
+            raise ValueError(f'expected the port the server listens on, got "{address}"')
+        return address
+
+
+class TierConfig(_Model):
+    provider: Text = "default"
+    servers: list[ServerConfig] = Field(min_length=1)
+
+
+class StickyConfig(_Model):
+    cookie: str
+
+    @field_validator("cookie")
+    @classmethod
+    def _cookie_name(cls, cookie: str) -> str:
+        if not is_token(cookie):
+            raise ValueError(f"expected a cookie name like NLSTICKY, got {describe_input(cookie)}")
+        return cookie
+
+
+class TcpCheck(_Model):
+    """A TCP connect check: the server is up if it accepts a connection."""
+
+
+class HttpCheck(_Model):
+    path: str = "/"
+    method: str = "GET"
+    host: str | None = None  # Host header; the server's address when not given
+    expect: StatusExpectation = "200"
+    body: str | None = None  # a substring the response body must contain
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"expected a path starting with /, got {describe_input(path)}")
+        return path
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, method: str) -> str:
+        if not is_token(method):
+            raise ValueError(f"expected an HTTP method like GET, got {describe_input(method)}")
+        return method.upper()
+
+    def accepts(self, status: int) -> bool:
+        return status_accepted(self.expect, status)
+
+
+class HealthConfig(_Model):
+    tcp: TcpCheck | None = None
+    http: HttpCheck | None = None
+    interval: Duration = 1.0
+    timeout: Duration = 0.5
+    rise: int = Field(default=2, ge=1)  # consecutive passes to mark a server up
+    fall: int = Field(default=2, ge=1)  # consecutive failures to mark it down
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_check_means_defaults(cls, data: Any) -> Any:
+        # `http:` with nothing after it means "an HTTP check with the defaults", not "no
+        # check". Only when it is the one check named: a dump writes both, one as null.
+        if isinstance(data, dict):
+            named = [key for key in ("tcp", "http") if key in data]
+            if len(named) == 1 and data[named[0]] is None:
+                return {**data, named[0]: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        if self.tcp is not None and self.http is not None:
+            problems.append(((), "expected one check, tcp or http, not both"))
+        if self.timeout > self.interval:
+            problems.append(
+                (
+                    ("timeout",),
+                    f"must not exceed interval ({format_duration(self.interval)}), "
+                    f"got {format_duration(self.timeout)}",
+                )
+            )
+        if problems:
+            raise ModelProblems(problems)
+        return self
+
+    @property
+    def kind(self) -> Literal["tcp", "http"]:
+        return "http" if self.http is not None else "tcp"
+
+
+class TimeoutsConfig(_Model):
+    connect: Duration = 1.0
+    response: Duration = 30.0
+    idle: Duration = 60.0  # client keep-alive idle (http) and idle connection (tcp)
+
+
+Balance = Literal["roundrobin", "leastconn", "random2", "hash", "first"]
+
+
+class PoolConfig(_Model):
+    balance: Balance = "roundrobin"
+    hash_on: str = "client_ip"  # client_ip | header:NAME | cookie:NAME
+    sticky: StickyConfig | None = None
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    tiers: list[TierConfig] | None = Field(default=None, min_length=1)
+    servers: list[ServerConfig] | None = Field(default=None, min_length=1)
+
+    @field_validator("hash_on")
+    @classmethod
+    def _hash_on(cls, hash_on: str) -> str:
+        kind, sep, name = hash_on.partition(":")
+        if hash_on == "client_ip" or (kind in ("header", "cookie") and sep and is_token(name)):
+            return hash_on
+        raise ValueError(
+            f"expected client_ip, header:NAME or cookie:NAME, got {describe_input(hash_on)}"
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        if "hash_on" in self.model_fields_set and self.balance != "hash":
+            problems.append((("hash_on",), hash_on_needs_hash(self.balance)))
+        if self.tiers is None and self.servers is None:
+            problems.append(((), "expected servers (one tier) or tiers (failover order)"))
+        if self.tiers is not None and self.servers is not None:
+            problems.append(((), "expected servers or tiers, not both"))
+        for t, tier in enumerate(self.tiers or []):
+            for s, server in enumerate(tier.servers):
+                if server.backup:
+                    problems.append((("tiers", t, "servers", s, "backup"), BACKUP_IN_TIERS))
+        if problems:
+            raise ModelProblems(problems)
+        return self
+
+    def tier_list(self) -> list[TierConfig]:
+        """Tiers in failover order; the servers shorthand is tier 0, then its backups."""
+        if self.tiers is not None:
+            return list(self.tiers)
+        servers = self.servers or []
+        primary = [s for s in servers if not s.backup]
+        backup = [s for s in servers if s.backup]
+        tiers = [TierConfig(servers=primary)] if primary else []
+        if backup:
+            tiers.append(TierConfig(servers=backup))
+        return tiers
+
+
+class Config(_Model):
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    listeners: list[ListenerConfig] = Field(min_length=1)
+    pools: dict[Name, PoolConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checked(self, info: ValidationInfo) -> Self:
+        if info.context and info.context.get(CROSS_CHECKED):
+            return self
+        problems = cross_field_problems(self.model_dump(exclude_unset=True))
+        if problems:
+            raise ModelProblems(problems)
+        return self

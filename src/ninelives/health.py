@@ -1,0 +1,262 @@
+"""Active health checks: probe every server of a pool and decide whether it is up.
+
+The decision is a pure state machine (:func:`initial`, :func:`observe`) over an immutable
+:class:`HealthState`; :class:`HealthChecker` is the thin I/O shell that probes servers on a
+schedule and reports verdicts to :meth:`ninelives.pool.Pool.set_health`.
+
+Flap damping follows HAProxy's ``rise``/``fall``: an up server goes down only after ``fall``
+consecutive failed checks, a down server comes back only after ``rise`` consecutive passed
+checks. The very first check of a server is decisive on its own (:func:`initial`), so a dead
+server is never balanced to at startup and a live one does not wait ``rise`` intervals.
+
+Every verdict carries a sentence saying why ("2 checks failed: connect refused"), which
+``Pool.set_health`` stores as the server's reason and which is logged on each transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httptools
+
+from ninelives.units import format_duration
+
+if TYPE_CHECKING:
+    from ninelives.config import HealthConfig, HttpCheck
+    from ninelives.pool import Pool, Server
+
+logger = logging.getLogger("ninelives.health")
+
+# A health response body is only searched for a substring; past this much we stop keeping it
+# (a misconfigured check pointed at a large page must not make the checker hold megabytes).
+MAX_BODY = 64 * 1024
+READ_CHUNK = 16 * 1024
+
+
+# -- the decision: a pure state machine -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """The health of one server and the current streak of equal check results."""
+
+    healthy: bool
+    successes: int = 0  # consecutive passed checks (0 while the last check failed)
+    failures: int = 0  # consecutive failed checks (0 while the last check passed)
+
+
+def initial(ok: bool) -> HealthState:
+    """The state after the very first check: decided by that check alone."""
+    return HealthState(healthy=ok, successes=1 if ok else 0, failures=0 if ok else 1)
+
+
+def observe(state: HealthState, ok: bool, rise: int, fall: int) -> tuple[HealthState, bool]:
+    """Fold one check result into ``state``; return the new state and whether health changed."""
+    if ok:
+        successes = state.successes + 1
+        if not state.healthy and successes >= rise:
+            return HealthState(True, successes, 0), True
+        return HealthState(state.healthy, successes, 0), False
+    failures = state.failures + 1
+    if state.healthy and failures >= fall:
+        return HealthState(False, 0, failures), True
+    return HealthState(state.healthy, 0, failures), False
+
+
+def reason(state: HealthState, detail: str) -> str:
+    """The sentence shown for a server: its current streak and what the last check saw."""
+    if state.successes:
+        count, verb = state.successes, "passed"
+    else:
+        count, verb = state.failures, "failed"
+    noun = "check" if count == 1 else "checks"
+    return f"{count} {noun} {verb}: {detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one probe saw: pass/fail and a short phrase ("HTTP 200", "connect refused")."""
+
+    ok: bool
+    detail: str
+
+
+# -- the probes -------------------------------------------------------------------------------
+
+
+async def check_tcp(host: str, port: int) -> CheckResult:
+    """Pass when a TCP connection can be opened; the caller bounds it with the timeout."""
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    return CheckResult(True, "TCP connect")
+
+
+class _ResponseSink:
+    """httptools callbacks for one health response: status line, body, completion."""
+
+    __slots__ = ("body", "complete", "headers_complete")
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.headers_complete = False
+        self.complete = False
+
+    def on_headers_complete(self) -> None:
+        self.headers_complete = True
+
+    def on_body(self, data: bytes) -> None:
+        if len(self.body) < MAX_BODY:
+            self.body += data[: MAX_BODY - len(self.body)]
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def health_request(check: HttpCheck, default_host: str) -> bytes:
+    host = check.host or default_host
+    return (
+        f"{check.method} {check.path} HTTP/1.1\r\nHost: {host}\r\n"
+        "User-Agent: ninelives-health\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+
+
+async def check_http(host: str, port: int, check: HttpCheck, default_host: str) -> CheckResult:
+    """Send one request and judge the status (and body substring, if configured)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(health_request(check, default_host))
+        sink = _ResponseSink()
+        parser = httptools.HttpResponseParser(sink)
+        while not sink.complete:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                # A response without Content-Length ends with the connection (RFC 9112 6.3).
+                if sink.headers_complete:
+                    break
+                return CheckResult(False, "connection closed before a complete response")
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                return CheckResult(False, f"invalid HTTP response: {exc}")
+        status: int = parser.get_status_code()
+    finally:
+        writer.close()
+    return judge_http(status, bytes(sink.body), check)
+
+
+def judge_http(status: int, body: bytes, check: HttpCheck) -> CheckResult:
+    if not check.accepts(status):
+        return CheckResult(False, f"HTTP {status}, expected {check.expect}")
+    if check.body is not None and check.body.encode("utf-8") not in body:
+        return CheckResult(False, f'HTTP {status}, body lacks "{check.body}"')
+    return CheckResult(True, f"HTTP {status}")
+
+
+def describe_error(exc: BaseException, timeout: float) -> str:
+    """Translate what the probe raised into the phrase shown in the reason."""
+    if isinstance(exc, TimeoutError):
+        return f"timeout after {format_duration(timeout)}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, OSError):
+        return f"connect failed: {exc.strerror or exc}"
+    return f"check failed: {exc!r}"
+
+
+async def probe(server: Server, health: HealthConfig) -> CheckResult:
+    """Run the pool's configured check against ``server``, bounded by the check timeout."""
+    try:
+        async with asyncio.timeout(health.timeout):
+            if health.http is not None:
+                return await check_http(
+                    server.host, server.port, health.http, str(server.address)
+                )
+            return await check_tcp(server.host, server.port)
+    except (OSError, TimeoutError) as exc:
+        return CheckResult(False, describe_error(exc, health.timeout))
+
+
+# -- the shell: schedule probes, record verdicts ----------------------------------------------
+
+
+class HealthChecker:
+    """Checks every server of one pool every ``interval`` and reports to the pool."""
+
+    def __init__(
+        self, pool: Pool, loop: asyncio.AbstractEventLoop, rng: random.Random | None = None
+    ) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.rng = rng if rng is not None else random.Random()
+        self.states: dict[str, HealthState] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def health(self) -> HealthConfig:
+        return self.pool.config.health
+
+    async def first_round(self) -> None:
+        """Check every server once, concurrently, and set its initial health from that."""
+        servers = list(self.pool.servers)
+        results = await asyncio.gather(*(probe(s, self.health) for s in servers))
+        for server, result in zip(servers, results, strict=True):
+            self.record(server, result)
+
+    def start(self) -> None:
+        """Start one checking task per server, each at a random offset within the interval."""
+        if self._tasks:
+            return
+        interval = self.health.interval
+        for server in self.pool.servers:
+            # Jitter spreads the probes so servers (and our loop) do not see them in bursts.
+            offset = self.rng.uniform(0, interval)
+            task = self.loop.create_task(
+                self._run(server, offset), name=f"health:{self.pool.name}/{server.name}"
+            )
+            self._tasks.append(task)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, server: Server, offset: float) -> None:
+        interval = self.health.interval
+        next_at = self.loop.time() + offset
+        while True:
+            await asyncio.sleep(max(0.0, next_at - self.loop.time()))
+            # Start-to-start spacing, as HAProxy's `inter`; a slow check does not stack up.
+            next_at = max(next_at + interval, self.loop.time())
+            self.record(server, await probe(server, self.health))
+
+    def record(self, server: Server, result: CheckResult) -> None:
+        """Fold one check result into the server's state and tell the pool."""
+        previous = self.states.get(server.name)
+        if previous is None:
+            state = initial(result.ok)
+        else:
+            health = self.health
+            state, _ = observe(previous, result.ok, health.rise, health.fall)
+        self.states[server.name] = state
+        why = reason(state, result.detail)
+        was = "up" if server.healthy else "down"
+        if self.pool.set_health(server, state.healthy, why):
+            now = "up" if state.healthy else "down"
+            logger.info(
+                "pool %s server %s: %s -> %s (%s)",
+                self.pool.name, server.name, was, now, why,
+                extra={
+                    "pool": self.pool.name, "server": server.name,
+                    "old": was, "new": now, "reason": why,
+                },
+            )

@@ -1,0 +1,1 @@
+"""HTTP/1.1 reverse proxying: downstream (client) and upstream (server) protocols."""

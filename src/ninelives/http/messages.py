@@ -1,0 +1,66 @@
+"""Pieces of HTTP/1.1 messages the proxy writes itself: error responses, framing, header rules.
+
+Parsing is never done here: httptools (llhttp) parses every byte that arrives. This module
+only knows which headers are hop-by-hop (RFC 9110 section 7.6.1) and how to frame bodies.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+# Hop-by-hop headers: meaningful for one connection only, never forwarded (RFC 9110 7.6.1,
+# plus the historical Keep-Alive and Proxy-Connection that clients still send).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+    }
+)
+
+# Methods that may be sent again when a server dropped the connection without answering
+# (RFC 9110 section 9.2.2); others reach another server only when nothing was sent.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+# Statuses whose response never has a body whatever its headers say.
+BODYLESS_STATUSES = frozenset({204, 304})
+
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 section 7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The lower-cased tokens of a Connection header value."""
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    if not reason:
+        try:
+            reason = HTTPStatus(status).phrase.encode("latin-1")
+        except ValueError:
+            reason = b"Unknown"
+    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
+
+
+def error_response(status: int, detail: str, *, close: bool) -> bytes:
+    """A complete plain-text response the proxy writes itself (400, 502, 503, 504...).
+
+    The body says what failed and who is at fault, so that a client (or an SRE with curl)
+    can tell "no server available" from "the server broke the connection".
+    """
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase}: {detail}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+    )
+    if close:
+        head += "Connection: close\r\n"
+    return head.encode("latin-1") + b"\r\n" + body

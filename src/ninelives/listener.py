@@ -1,0 +1,44 @@
+"""Runtime counters of one listener (a front end: its bound addresses and traffic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ninelives.pool import LatencyHistogram
+
+
+class ListenerStats:
+    """What a listener has seen; shared by every socket it binds."""
+
+    __slots__ = (
+        "name", "protocol", "pool_name", "addresses", "connections", "active",
+        "requests", "responses", "latency", "rejected",
+    )
+
+    def __init__(self, name: str, protocol: str, pool_name: str) -> None:
+        self.name = name
+        self.protocol = protocol  # "http" | "tcp"
+        self.pool_name = pool_name
+        self.addresses: list[str] = []  # the real bound addresses (port 0 resolved)
+        self.connections = 0  # client connections accepted, ever
+        self.active = 0  # client connections open now
+        self.requests = 0  # http: requests received; tcp: connections proxied
+        # responses[k] counts status class k (1..5) sent to clients; [0] counts requests that
+        # ended without a response (client went away, tcp connection failed).
+        self.responses = [0, 0, 0, 0, 0, 0]
+        self.latency = LatencyHistogram()
+        self.rejected = 0  # malformed requests answered 400 (http)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "protocol": self.protocol,
+            "pool": self.pool_name,
+            "addresses": list(self.addresses),
+            "connections": self.connections,
+            "active": self.active,
+            "requests": self.requests,
+            "responses": {f"{k}xx": n for k, n in enumerate(self.responses) if k},
+            "no_response": self.responses[0],
+            "rejected": self.rejected,
+        }

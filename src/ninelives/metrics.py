@@ -1,0 +1,207 @@
+"""Prometheus metrics of a node, built at scrape time from the plain counters it keeps.
+
+The data plane only increments ints on :class:`~ninelives.listener.ListenerStats`,
+:class:`~ninelives.pool.Pool` and :class:`~ninelives.pool.Server`; nothing from
+prometheus_client is touched per request. :class:`NodeCollector` reads those counters when
+``/metrics`` is scraped and turns them into metric families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ninelives import __version__
+from ninelives.pool import LATENCY_BUCKETS, LatencyHistogram
+
+if TYPE_CHECKING:
+    from ninelives.listener import ListenerStats
+    from ninelives.pool import Pool
+
+# Label values for ``responses[k]``: k = 0 is "no response", 1..5 are status classes.
+CODES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+SERVER_STATES = ("up", "down", "drain", "maint")
+# repr() of these bounds is what prometheus_client's own histograms write ("0.0005", "1.0").
+_BUCKET_LABELS = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")
+
+
+class _Node(Protocol):
+    """The part of a node the metrics read (``ninelives.admin.NodeLike`` is a superset)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pools(self) -> dict[str, Pool]: ...
+    @property
+    def listeners(self) -> Sequence[ListenerStats]: ...
+    @property
+    def started_at(self) -> float: ...
+
+
+def histogram_buckets(latency: LatencyHistogram) -> list[tuple[str, float]]:
+    """Per-bucket counts (plus overflow) as Prometheus wants them: cumulative, ending at +Inf."""
+    buckets = []
+    running = 0
+    for label, count in zip(_BUCKET_LABELS, latency.counts, strict=True):
+        running += count
+        buckets.append((label, float(running)))
+    return buckets
+
+
+class NodeCollector(Collector):
+    """Collects every ``ninelives_*`` family of one node."""
+
+    def __init__(self, node: _Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self.node_families()
+        yield from self.listener_families()
+        yield from self.pool_families()
+
+    def node_families(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "ninelives_node_info", "This node's name and ninelives version.",
+            labels=["node", "version"],
+        )
+        info.add_metric([self.node.name, __version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "ninelives_node_start_time_seconds", "When this node started, in Unix time.",
+            value=self.node.started_at,
+        )
+
+    def listener_families(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "ninelives_requests",
+            "Requests answered to clients by status class (none: ended without a response).",
+            labels=["listener", "code"],
+        )
+        duration = HistogramMetricFamily(
+            "ninelives_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            labels=["listener"],
+        )
+        active = GaugeMetricFamily(
+            "ninelives_listener_connections_active", "Client connections open now.",
+            labels=["listener"],
+        )
+        connections = CounterMetricFamily(
+            "ninelives_listener_connections", "Client connections accepted.",
+            labels=["listener"],
+        )
+        rejected = CounterMetricFamily(
+            "ninelives_listener_rejected", "Malformed requests answered 400.",
+            labels=["listener"],
+        )
+        for lis in self.node.listeners:
+            for code, count in zip(CODES, lis.responses, strict=True):
+                requests.add_metric([lis.name, code], count)
+            duration.add_metric(
+                [lis.name], histogram_buckets(lis.latency), lis.latency.sum
+            )
+            active.add_metric([lis.name], lis.active)
+            connections.add_metric([lis.name], lis.connections)
+            rejected.add_metric([lis.name], lis.rejected)
+        yield from (requests, duration, active, connections, rejected)
+
+    def pool_families(self) -> Iterable[Metric]:
+        f = _PoolFamilies()
+        for pool in self.node.pools.values():
+            f.add_pool(pool)
+        yield from f.all()
+
+
+class _PoolFamilies:
+    """The pool and server families of one scrape, filled pool by pool."""
+
+    def __init__(self) -> None:
+        server = ["pool", "server"]
+        with_provider = [*server, "provider"]
+        self.server_requests = CounterMetricFamily(
+            "ninelives_server_requests", "Requests sent to a server, by status class.",
+            labels=[*with_provider, "code"],
+        )
+        self.provider_requests = CounterMetricFamily(
+            "ninelives_provider_requests",
+            "Requests sent to the servers of a provider, by status class.",
+            labels=["pool", "provider", "code"],
+        )
+        self.failures = CounterMetricFamily(
+            "ninelives_server_failures",
+            "Requests or connections to a server that failed (connect, reset, timeout).",
+            labels=with_provider,
+        )
+        self.active = GaugeMetricFamily(
+            "ninelives_server_active", "Requests (http) or connections (tcp) in flight.",
+            labels=server,
+        )
+        self.up = GaugeMetricFamily(
+            "ninelives_server_up", "1 when new clients may be sent to the server.",
+            labels=with_provider,
+        )
+        self.state = GaugeMetricFamily(
+            "ninelives_server_state", "1 for the server's current state, 0 for the others.",
+            labels=[*server, "state"],
+        )
+        self.weight = GaugeMetricFamily(
+            "ninelives_server_weight", "The server's current weight.", labels=server
+        )
+        self.duration = HistogramMetricFamily(
+            "ninelives_pool_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by pool.",
+            labels=["pool"],
+        )
+        self.available = GaugeMetricFamily(
+            "ninelives_pool_available_servers", "Servers new clients may be sent to.",
+            labels=["pool"],
+        )
+        self.active_tier = GaugeMetricFamily(
+            "ninelives_pool_active_tier", "The tier taking traffic (-1: none).",
+            labels=["pool"],
+        )
+        self.no_server = CounterMetricFamily(
+            "ninelives_pool_no_server",
+            "Requests answered 503 because no server was available.",
+            labels=["pool"],
+        )
+
+    def add_pool(self, pool: Pool) -> None:
+        name = pool.name
+        by_provider: dict[str, list[int]] = {}
+        for s in pool.servers:
+            labels = [name, s.name, s.provider]
+            totals = by_provider.setdefault(s.provider, [0] * len(CODES))
+            for index, (code, count) in enumerate(zip(CODES, s.responses, strict=True)):
+                self.server_requests.add_metric([*labels, code], count)
+                totals[index] += count
+            self.failures.add_metric(labels, s.failures)
+            self.active.add_metric([name, s.name], s.active)
+            self.up.add_metric(labels, 1 if s.is_available() else 0)
+            current = s.state
+            for state in SERVER_STATES:
+                self.state.add_metric([name, s.name, state], 1 if state == current else 0)
+            self.weight.add_metric([name, s.name], s.weight)
+        for provider, totals in by_provider.items():
+            for code, count in zip(CODES, totals, strict=True):
+                self.provider_requests.add_metric([name, provider, code], count)
+        self.duration.add_metric([name], histogram_buckets(pool.latency), pool.latency.sum)
+        self.available.add_metric([name], len(pool.candidates))
+        self.active_tier.add_metric([name], -1 if pool.active_tier is None else pool.active_tier)
+        self.no_server.add_metric([name], pool.no_server)
+
+    def all(self) -> list[Metric]:
+        return [
+            self.server_requests, self.provider_requests, self.failures, self.active, self.up,
+            self.state, self.weight, self.duration, self.available, self.active_tier,
+            self.no_server,
+        ]
+

@@ -1,0 +1,225 @@
+"""Runtime state of pools and servers: what the data plane picks from.
+
+The balancing decision itself is a pure function in :mod:`ninelives.balance`
+over ``Pool.candidates``, an immutable tuple that is rebuilt only when a
+server's availability changes (health, drain/maint, weight), never per request.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_left
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from ninelives.address import Address
+from ninelives.balance import Balancer, make_balancer
+
+if TYPE_CHECKING:
+    from ninelives.config import PoolConfig
+
+
+class AdminState(StrEnum):
+    """What an operator asked of a server: ``ready``, ``drain`` or ``maint``."""
+
+    READY = "ready"
+    DRAIN = "drain"  # no new clients; sticky clients already pinned still reach it
+    MAINT = "maint"  # no traffic at all
+
+
+# Upper bounds (seconds) of the latency histogram buckets, as Prometheus expects them.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+class LatencyHistogram:
+    """A histogram cheap enough to observe on every request (one bisect, two adds)."""
+
+    __slots__ = ("counts", "total", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += 1
+        self.sum += seconds
+
+
+class Server:
+    """One upstream server of a pool: its address, runtime state and counters."""
+
+    __slots__ = (
+        "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
+        "admin_state", "healthy", "health_reason", "active", "requests", "responses",
+        "failures", "idle", "pool",
+    )
+
+    def __init__(
+        self, pool: Pool, name: str, address: Address, weight: int, tier: int, provider: str
+    ) -> None:
+        self.pool = pool
+        self.name = name
+        self.address = address
+        self.host = address.host
+        self.port = address.port
+        self.config_weight = weight
+        self.weight = weight
+        self.tier = tier
+        self.provider = provider
+        self.admin_state = AdminState.READY
+        self.healthy = True
+        self.health_reason = "not checked yet"
+        self.active = 0  # requests (http) or connections (tcp) in flight
+        self.requests = 0
+        # responses[k] counts status class k (1..5); responses[0] counts requests that got
+        # no response from this server (connect failure, reset, timeout).
+        self.responses = [0, 0, 0, 0, 0, 0]
+        self.failures = 0
+        self.idle: list[Any] = []  # idle keep-alive upstream connections, most recent last
+
+    def is_available(self) -> bool:
+        """May new clients be sent here?"""
+        return self.healthy and self.admin_state is AdminState.READY and self.weight > 0
+
+    def accepts_pinned(self) -> bool:
+        """May a client already pinned here (sticky cookie) keep coming?"""
+        return self.healthy and self.admin_state is not AdminState.MAINT and self.weight > 0
+
+    @property
+    def state(self) -> str:
+        if self.admin_state is not AdminState.READY:
+            return self.admin_state.value
+        return "up" if self.healthy else "down"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": str(self.address),
+            "tier": self.tier,
+            "provider": self.provider,
+            "state": self.state,
+            "admin_state": self.admin_state.value,
+            "healthy": self.healthy,
+            "reason": self.health_reason,
+            "weight": self.weight,
+            "config_weight": self.config_weight,
+            "active": self.active,
+            "idle_connections": len(self.idle),
+            "requests": self.requests,
+            "responses": {f"{k}xx": n for k, n in enumerate(self.responses) if k},
+            "failures": self.failures,
+        }
+
+
+class Pool:
+    """A named pool: tiers of servers in failover order, and the balancer over them."""
+
+    def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.servers: list[Server] = []
+        self.tiers: list[list[Server]] = []
+        for index, tier in enumerate(config.tier_list()):
+            members = [
+                Server(self, s.name, s.address, s.weight, index, tier.provider)
+                for s in tier.servers
+            ]
+            self.tiers.append(members)
+            self.servers.extend(members)
+        self.by_name = {s.name: s for s in self.servers}
+        self.rng = rng if rng is not None else random.Random()
+        self.balancer: Balancer = make_balancer(config.balance, self.rng)
+        self.sticky_cookie: bytes | None = (
+            config.sticky.cookie.encode("latin-1") if config.sticky else None
+        )
+        kind, _, name_ = config.hash_on.partition(":")
+        self.hash_kind = kind  # client_ip | header | cookie
+        self.hash_name = name_.lower().encode("latin-1")
+        self.keyed = config.balance == "hash"  # does pick() need a key from the request?
+        self.latency = LatencyHistogram()
+        self.no_server = 0  # requests answered 503 because nothing was available
+        self.candidates: tuple[Server, ...] = ()
+        self.active_tier: int | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the candidate set: the available servers of the first tier that has any.
+
+        Active/active is every available server of that tier; active/passive is a later tier
+        that is reached only when every tier before it has none. When a primary returns, the
+        next refresh makes its tier the candidate set again (automatic failback).
+        """
+        for index, tier in enumerate(self.tiers):
+            available = tuple(s for s in tier if s.is_available())
+            if available:
+                self.candidates = available
+                self.active_tier = index
+                return
+        self.candidates = ()
+        self.active_tier = None
+
+    def pick(self, key: bytes | None) -> Server | None:
+        return self.balancer.pick(self.candidates, key)
+
+    def fallback(self, tried: list[Server]) -> Server | None:
+        """Another server for a request whose server could not be reached.
+
+        The untried available servers of the active tier come first; when there are none
+        left, the next tier that has one: a client should not see a failure that a backup
+        could have answered just because health checks have not noticed the loss yet.
+        """
+        for tier in self.tiers:
+            untried = [s for s in tier if s.is_available() and s not in tried]
+            if untried:
+                return untried[self.rng.randrange(len(untried))]
+        return None
+
+    def pinned(self, name: bytes) -> Server | None:
+        """The server a sticky cookie names, if it may still take that client."""
+        server = self.by_name.get(name.decode("latin-1", "replace"))
+        if server is not None and server.accepts_pinned():
+            return server
+        return None
+
+    # -- runtime changes (admin API) --------------------------------------------------------
+
+    def set_admin_state(self, server: str, state: AdminState) -> Server:
+        target = self.by_name[server]
+        target.admin_state = state
+        self.refresh()
+        return target
+
+    def set_weight(self, server: str, weight: int) -> Server:
+        target = self.by_name[server]
+        target.weight = weight
+        self.refresh()
+        return target
+
+    def set_health(self, server: Server, healthy: bool, reason: str) -> bool:
+        """Record a health verdict; return True when it changed the server's health."""
+        server.health_reason = reason
+        if server.healthy == healthy:
+            return False
+        server.healthy = healthy
+        self.refresh()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "balance": self.config.balance,
+            "active_tier": self.active_tier,
+            "available": len(self.candidates),
+            "no_server": self.no_server,
+            "tiers": [
+                {
+                    "provider": tier[0].provider if tier else "",
+                    "servers": [s.status() for s in tier],
+                }
+                for tier in self.tiers
+            ],
+        }

@@ -1,0 +1,43 @@
+"""Fixtures that start real processes; a failing test's report carries their logs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+# The suite imports its helpers as ``tests.support``; the repository root must be importable
+# whichever way pytest was started (``pytest`` alone does not put it on sys.path).
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.support.node import Harness  # noqa: E402
+
+HARNESS = pytest.StashKey[Harness]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    harness = item.stash.get(HARNESS, None)
+    if report.failed and harness is not None:
+        for title, text in harness.log_sections():
+            report.sections.append((title, text))
+    return report
+
+
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[Harness, None, None]:
+    """Start backends and nodes; all are stopped by pid when the test ends."""
+    h = Harness(tmp_path)
+    request.node.stash[HARNESS] = h
+    try:
+        yield h
+    finally:
+        h.stop_all()

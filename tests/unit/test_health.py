@@ -1,0 +1,94 @@
+"""The health state machine: rise/fall counting, flap damping, the decisive first check."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ninelives.health import HealthState, initial, observe, reason
+
+
+def run(state: HealthState, results: list[bool], rise: int, fall: int) -> list[HealthState]:
+    states = []
+    for ok in results:
+        state, _ = observe(state, ok, rise, fall)
+        states.append(state)
+    return states
+
+
+def test_initial_is_decided_by_the_first_check() -> None:
+    assert initial(True) == HealthState(healthy=True, successes=1, failures=0)
+    assert initial(False) == HealthState(healthy=False, successes=0, failures=1)
+
+
+def test_up_server_goes_down_after_fall_consecutive_failures() -> None:
+    state = initial(True)
+    state, changed = observe(state, False, 2, 3)
+    assert (state.healthy, state.failures, changed) == (True, 1, False)
+    state, changed = observe(state, False, 2, 3)
+    assert (state.healthy, state.failures, changed) == (True, 2, False)
+    state, changed = observe(state, False, 2, 3)
+    assert (state.healthy, state.failures, changed) == (False, 3, True)
+    # Further failures keep counting but are no transition.
+    state, changed = observe(state, False, 2, 3)
+    assert (state.healthy, state.failures, changed) == (False, 4, False)
+
+
+def test_down_server_comes_up_after_rise_consecutive_successes() -> None:
+    state = initial(False)
+    state, changed = observe(state, True, 3, 2)
+    assert (state.healthy, state.successes, state.failures, changed) == (False, 1, 0, False)
+    state, changed = observe(state, True, 3, 2)
+    assert (state.healthy, changed) == (False, False)
+    state, changed = observe(state, True, 3, 2)
+    assert (state.healthy, state.successes, changed) == (True, 3, True)
+
+
+def test_a_success_resets_the_failure_streak() -> None:
+    states = run(initial(True), [False, True, False, True, False], rise=2, fall=2)
+    assert all(s.healthy for s in states)
+    assert [s.failures for s in states] == [1, 0, 1, 0, 1]
+
+
+def test_fall_of_one_reacts_to_a_single_failure() -> None:
+    state, changed = observe(initial(True), False, 1, 1)
+    assert (state.healthy, changed) == (False, True)
+    state, changed = observe(state, True, 1, 1)
+    assert (state.healthy, changed) == (True, True)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_flapping_never_changes_state_before_thresholds(seed: int) -> None:
+    rng = random.Random(seed)
+    rise, fall = rng.randint(2, 5), rng.randint(2, 5)
+    state = initial(rng.random() < 0.5)
+    streak_ok, streak_fail = state.successes, state.failures
+    for _ in range(200):
+        ok = rng.random() < 0.5
+        streak_ok = streak_ok + 1 if ok else 0
+        streak_fail = 0 if ok else streak_fail + 1
+        before = state.healthy
+        state, changed = observe(state, ok, rise, fall)
+        assert changed == (state.healthy != before)
+        if changed and state.healthy:
+            assert streak_ok >= rise
+        if changed and not state.healthy:
+            assert streak_fail >= fall
+        # The streak counters are exactly the run of equal results.
+        assert (state.successes, state.failures) == (streak_ok, streak_fail)
+
+
+def test_strict_alternation_never_flips_with_thresholds_of_two() -> None:
+    for start in (True, False):
+        states = run(initial(start), [not start, start] * 50, rise=2, fall=2)
+        assert {s.healthy for s in states} == {start}
+
+
+def test_reason_sentences() -> None:
+    assert reason(HealthState(True, 2, 0), "HTTP 200") == "2 checks passed: HTTP 200"
+    assert reason(HealthState(False, 0, 1), "connect refused") == "1 check failed: connect refused"
+    assert (
+        reason(HealthState(True, 0, 1), "timeout after 500ms")
+        == "1 check failed: timeout after 500ms"
+    )
