@@ -86,9 +86,7 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[Proc] = []
 
-    def start(
-        self, name: str, argv: list[str], log_path: Path, stdout_pipe: bool = False
-    ) -> Proc:
+    def start(self, name: str, argv: list[str], log_path: Path, stdout_pipe: bool = False) -> Proc:
         log = log_path.open("ab")
         try:
             popen = subprocess.Popen(
@@ -208,8 +206,17 @@ http {{
 }}
 """
     )
-    argv = ["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf),
-            "-g", "daemon off;"]
+    argv = [
+        "nginx",
+        "-p",
+        str(prefix),
+        "-e",
+        str(prefix / "error.log"),
+        "-c",
+        str(conf),
+        "-g",
+        "daemon off;",
+    ]
     proc = procs.start("nginx", argv, tmp / "nginx.log")
     for port in ports:
         wait_http_ok(proc, port)
@@ -412,10 +419,17 @@ def parse_wrk(output: str, proxy: str, protocol: str, round_no: int) -> WrkRun:
 
 
 def run_wrk(port: int, duration_s: int, connections: int) -> str:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency",
-            f"http://127.0.0.1:{port}/"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30,
-                          check=False)
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/",
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr or done.stdout}")
     return done.stdout
@@ -564,8 +578,9 @@ def measure_memory(proxy: str, proc: Proc, port: int, count: int) -> MemoryRun:
         pss_with = tree_pss_kib(proc.pid)
     # Let the proxy notice the resets before the next measurement starts.
     wait_fds_down(proc.pid, base_fds + 5, deadline_s=10.0)
-    return MemoryRun(proxy, count, accepted, rss_before, rss_with, pss_before, pss_with,
-                     round(seconds, 2))
+    return MemoryRun(
+        proxy, count, accepted, rss_before, rss_with, pss_before, pss_with, round(seconds, 2)
+    )
 
 
 def wait_fds_down(root: int, target: int, deadline_s: float) -> None:
@@ -605,10 +620,13 @@ class Results:
         runs = [r for r in self.runs if r.proxy == proxy and r.protocol == protocol]
         if not runs:
             return None
+        rps = [r.requests_per_s for r in runs]
         return {
-            "requests_per_s": mean([r.requests_per_s for r in runs]),
+            "requests_per_s": mean(rps),
             "p99_ms": mean([r.p99_ms for r in runs]),
             "errors": float(sum(r.errors for r in runs)),
+            # (max - min) / mean of req/s: how far to trust a ratio on this machine
+            "spread_pct": 100 * (max(rps) - min(rps)) / mean(rps) if mean(rps) else 0.0,
         }
 
     def to_json(self) -> dict[str, object]:
@@ -639,10 +657,40 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}"
 
 
+def _throughput_row(results: Results, protocol: str) -> str:
+    h = results.summary("haproxy", protocol) or {}
+    n = results.summary("ninelives", protocol) or {}
+    return (
+        f"| {protocol} | {_fmt(h.get('requests_per_s'), ',.0f')} | "
+        f"{_fmt(n.get('requests_per_s'), ',.0f')} | "
+        f"{_ratio(n.get('requests_per_s'), h.get('requests_per_s'))} | "
+        f"{_fmt(h.get('p99_ms'), '.2f', ' ms')} | {_fmt(n.get('p99_ms'), '.2f', ' ms')} | "
+        f"{_fmt(h.get('errors'), '.0f')}/{_fmt(n.get('errors'), '.0f')} |"
+    )
+
+
+def _memory_row(memory: list[MemoryRun]) -> str:
+    by_proxy = {m.proxy: m for m in memory}
+    h, n = by_proxy.get("haproxy"), by_proxy.get("ninelives")
+    rss_mb = [m.rss_with_conns_kib / 1024 if m else None for m in (h, n)]
+    per_conn = [m.per_conn_kib if m else None for m in (h, n)]
+    missing = [str(m.idle_conns_wanted - m.idle_conns_accepted) if m else "—" for m in (h, n)]
+    return (
+        f"| memory, {memory[0].idle_conns_wanted} idle conns | "
+        f"{_fmt(rss_mb[0], '.1f', ' MB RSS')} | {_fmt(rss_mb[1], '.1f', ' MB RSS')} | "
+        f"{_ratio(rss_mb[1], rss_mb[0])} | "
+        f"{_fmt(per_conn[0], '.2f', ' KiB/conn')} | {_fmt(per_conn[1], '.2f', ' KiB/conn')} | "
+        f"{missing[0]}/{missing[1]} not accepted |"
+    )
+
+
 def render(results: Results) -> str:
-    out = ["## raw rounds", "",
-           "| proxy | test | round | req/s | p50 | p99 | requests | socket errors | non-2xx/3xx |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "## raw rounds",
+        "",
+        "| proxy | test | round | req/s | p50 | p99 | requests | socket errors | non-2xx/3xx |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results.runs:
         out.append(
             f"| {r.proxy} | {r.protocol} | {r.round} | {r.requests_per_s:,.0f} | "
@@ -650,9 +698,12 @@ def render(results: Results) -> str:
             f"{r.non_2xx_3xx} |"
         )
     if results.memory:
-        out += ["", "| proxy | idle conns accepted | RSS before | RSS with conns | "
-                "PSS before | PSS with conns | KiB/conn (RSS) | seconds to accept |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "| proxy | idle conns accepted | RSS before | RSS with conns | "
+            "PSS before | PSS with conns | KiB/conn (RSS) | seconds to accept |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for m in results.memory:
             out.append(
                 f"| {m.proxy} | {m.idle_conns_accepted:,}/{m.idle_conns_wanted:,} | "
@@ -664,35 +715,30 @@ def render(results: Results) -> str:
         after = ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in results.rss_after_load_kib.items())
         out += ["", f"RSS after the load tests: {after}"]
 
-    out += ["", "## summary (mean of rounds; ratio = ninelives / haproxy)", "",
-            "| test | haproxy req/s | ninelives req/s | ratio | haproxy p99 | ninelives p99 "
-            "| errors (h/n) |",
-            "|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "## summary (mean of rounds; ratio = ninelives / haproxy)",
+        "",
+        "| test | haproxy req/s | ninelives req/s | ratio | haproxy p99 | ninelives p99 "
+        "| errors (h/n) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for protocol in PROTOCOLS:
-        h = results.summary("haproxy", protocol)
-        n = results.summary("ninelives", protocol)
-        out.append(
-            f"| {protocol} | {_fmt(h and h['requests_per_s'], ',.0f')} | "
-            f"{_fmt(n and n['requests_per_s'], ',.0f')} | "
-            f"{_ratio(n and n['requests_per_s'], h and h['requests_per_s'])} | "
-            f"{_fmt(h and h['p99_ms'], '.2f', ' ms')} | {_fmt(n and n['p99_ms'], '.2f', ' ms')} | "
-            f"{_fmt(h and h['errors'], '.0f')}/{_fmt(n and n['errors'], '.0f')} |"
-        )
-    mem = {m.proxy: m for m in results.memory}
-    if mem:
-        h_mem, n_mem = mem.get("haproxy"), mem.get("ninelives")
-        wanted = next(iter(mem.values())).idle_conns_wanted
-        missing = [f"{m.idle_conns_wanted - m.idle_conns_accepted}" if m else "—"
-                   for m in (h_mem, n_mem)]
-        out.append(
-            f"| memory, {wanted} idle conns | "
-            f"{_fmt(h_mem and h_mem.rss_with_conns_kib / 1024, '.1f', ' MB RSS')} | "
-            f"{_fmt(n_mem and n_mem.rss_with_conns_kib / 1024, '.1f', ' MB RSS')} | "
-            f"{_ratio(n_mem and n_mem.rss_with_conns_kib, h_mem and h_mem.rss_with_conns_kib)} | "
-            f"{_fmt(h_mem and h_mem.per_conn_kib, '.2f', ' KiB/conn')} | "
-            f"{_fmt(n_mem and n_mem.per_conn_kib, '.2f', ' KiB/conn')} | "
-            f"{missing[0]}/{missing[1]} not accepted |"
-        )
+        out.append(_throughput_row(results, protocol))
+    spreads = [
+        f"{proxy} {protocol} {summary['spread_pct']:.0f}%"
+        for protocol in PROTOCOLS
+        for proxy in PROXIES
+        if (summary := results.summary(proxy, protocol)) is not None
+    ]
+    if results.memory:
+        out.append(_memory_row(results.memory))
+    out += ["", f"round-to-round spread of req/s, (max - min) / mean: {', '.join(spreads)}"]
+    load = results.settings.get("loadavg_start"), results.settings.get("loadavg_end")
+    out.append(
+        f"load average (1 min) at start and end: {load[0]}, {load[1]}"
+        f" on {results.settings.get('cpus')} CPUs"
+    )
     if results.failures:
         out += ["", "failures:", *(f"- {f}" for f in results.failures)]
     return "\n".join(out)
@@ -724,8 +770,9 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
 def _check_alive(proxies: dict[str, tuple[Proc, dict[str, int]]], results: Results) -> None:
     for name, (proc, _) in list(proxies.items()):
         if not proc.alive():
-            results.failures.append(f"{name} exited with {proc.popen.returncode} during the run:"
-                                    f"\n{proc.log_tail()}")
+            results.failures.append(
+                f"{name} exited with {proc.popen.returncode} during the run:\n{proc.log_tail()}"
+            )
             del proxies[name]
 
 
@@ -734,17 +781,35 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> Results:
     idle = args.idle
     if idle > nofile - 200:
         idle = nofile - 200
-        print(f"fd limit {nofile}: holding {idle} idle connections, not {args.idle}",
-              file=sys.stderr)
+        print(
+            f"fd limit {nofile}: holding {idle} idle connections, not {args.idle}", file=sys.stderr
+        )
     wanted = [args.only] if args.only else list(PROXIES)
-    results = Results(settings={
-        "duration_s": args.duration, "rounds": args.rounds, "connections": args.connections,
-        "wrk_threads": 1, "idle_conns": idle, "nofile": nofile, "proxies": wanted,
-        "cpus": os.cpu_count(), "kernel": platform.release(),
-        "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True,
-                                  check=False).stdout.splitlines()[0],
-        "python": sys.version.split()[0],
-    })
+    load_start = round(os.getloadavg()[0], 2)
+    results = Results(
+        settings={
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "wrk_threads": 1,
+            "idle_conns": idle,
+            "nofile": nofile,
+            "proxies": wanted,
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "haproxy": subprocess.run(
+                ["haproxy", "-v"], capture_output=True, text=True, check=False
+            ).stdout.splitlines()[0],
+            "python": sys.version.split()[0],
+            "loadavg_start": load_start,
+        }
+    )
+    if load_start > 0.5:
+        print(
+            f"note: load average {load_start} before starting; "
+            "other work on this machine makes the numbers noisy",
+            file=sys.stderr,
+        )
 
     servers = (free_port(), free_port())
     start_nginx(procs, tmp, servers)
@@ -782,11 +847,16 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> Results:
                 output = run_wrk(port, args.duration, args.connections)
                 result = parse_wrk(output, name, protocol, round_no)
                 results.runs.append(result)
-                print(f"{protocol} round {round_no} {name}: {result.requests_per_s:,.0f} req/s, "
-                      f"p99 {result.p99_ms:.2f} ms, errors {result.errors}", file=sys.stderr)
+                print(
+                    f"{protocol} round {round_no} {name}: {result.requests_per_s:,.0f} req/s, "
+                    f"p99 {result.p99_ms:.2f} ms, errors {result.errors}",
+                    file=sys.stderr,
+                )
                 _check_alive(proxies, results)
-    results.rss_after_load_kib = {name: tree_rss_kib(proc.pid)
-                                  for name, (proc, _) in proxies.items()}
+    results.settings["loadavg_end"] = round(os.getloadavg()[0], 2)
+    results.rss_after_load_kib = {
+        name: tree_rss_kib(proc.pid) for name, (proc, _) in proxies.items()
+    }
     return results
 
 

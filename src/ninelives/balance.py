@@ -76,10 +76,11 @@ class RoundRobin:
 
     On each pick every server's ``current`` grows by its weight, the largest wins and
     loses the total weight. Weights 5:1:1 give ``a a b a c a a`` rather than a burst
-    of five ``a``; over any prefix of picks each server's count stays within one
-    pick of its exact share. Equal weights (the usual case) skip all of that for an
-    index rotation. ``current`` values are kept by server name across candidate
-    changes, so a server coming back does not restart everybody's cycle.
+    of five ``a``; over any prefix of picks each server's count stays within a pick
+    or so of its exact share (exact after each cycle of total-weight picks). Equal
+    weights (the usual case) skip all of that for an index rotation. ``current``
+    values are kept by server name across candidate changes, so a server coming back
+    does not restart everybody's cycle.
     """
 
     __slots__ = ("_current", "_equal", "_last", "_names", "_next", "_total", "_weights")

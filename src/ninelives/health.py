@@ -167,7 +167,7 @@ def describe_error(exc: BaseException, timeout: float) -> str:
         return "connection reset"
     if isinstance(exc, OSError):
         return f"connect failed: {exc.strerror or exc}"
-    return f"check failed: {exc!r}"
+    return f"error in the check: {exc!r}"
 
 
 async def probe(server: Server, health: HealthConfig) -> CheckResult:
@@ -179,7 +179,7 @@ async def probe(server: Server, health: HealthConfig) -> CheckResult:
                     server.host, server.port, health.http, str(server.address)
                 )
             return await check_tcp(server.host, server.port)
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # a probe that raises is a failed check, not a dead check loop
         return CheckResult(False, describe_error(exc, health.timeout))
 
 

@@ -6,7 +6,8 @@ is the client side, :class:`Upstream` the server side. Bytes go through untouche
 - Server choice: ``pool.pick`` keyed on the client IP when the pool balances by
   ``hash`` on ``client_ip``. A failed connect (refused, unreachable, connect timeout) is
   retried on the next available server: nothing was sent yet, so it is always safe. At most
-  as many attempts as there were candidates; when all fail the client is closed.
+  as many attempts as there were candidates; when all fail the client is closed (a client
+  that already sent bytes, left unread, may see a reset rather than an EOF).
 - Backpressure: when one side's write buffer passes :data:`HIGH_WATER` (``pause_writing``),
   reading from the other side pauses until it drains below :data:`LOW_WATER`. A client that
   does not read therefore holds at most about ``HIGH_WATER`` of the proxy's memory.

@@ -25,6 +25,7 @@ from tests.support.node import (
     HttpClient,
     Node,
     RawConn,
+    Response,
     RssSampler,
     http_request,
     one_pool_config,
@@ -161,13 +162,14 @@ def test_hop_by_hop_headers_are_removed_end_to_end_ones_kept(harness: Harness) -
             "Proxy-Connection": "keep-alive",
             "TE": "trailers",
             "Trailer": "X-Checksum",
+            "Upgrade": "not-upgrading",
             "X-Custom": "kept",
         },
     )
     assert response.status == 200
     echo = response.json()
     names = header_names(echo)
-    for gone in ("x-secret", "keep-alive", "proxy-connection", "te", "trailer"):
+    for gone in ("x-secret", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"):
         assert gone not in names, (gone, echo["headers"])
     for value in echoed_header(echo, "Connection"):
         assert "x-secret" not in value.lower(), echo["headers"]
@@ -352,6 +354,81 @@ def test_slow_reader_gets_backpressure_not_buffering(harness: Harness) -> None:
         conn.close()
     assert length == size
     assert received.hexdigest() == expected_sha256(size)
+
+
+def test_slow_server_gets_backpressure_not_buffering(harness: Harness) -> None:
+    (a1,) = harness.backends("a1")
+    node = harness.node(one_pool_config([a1]))
+    idle = _warm_rss(node)
+    size = 200 * MIB
+    sent = [0]
+    result: list[Any] = []
+
+    def body() -> Iterator[bytes]:
+        for piece in download_pieces(size):
+            sent[0] += len(piece)
+            yield piece
+
+    def upload() -> None:
+        try:
+            with HttpClient(node.addr(), timeout=60) as client:
+                result.append(
+                    client.request(
+                        "POST", "/upload?hold=1", {"Content-Length": str(size)}, body=body()
+                    )
+                )
+        except Exception as exc:
+            result.append(exc)
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    try:
+        # The server reads nothing yet: the client's sending must stall on full buffers.
+        history: list[int] = []
+
+        def stalled() -> bool:
+            history.append(sent[0])
+            return len(history) >= 3 and history[-1] == history[-2] == history[-3] > 0
+
+        wait_until(stalled, timeout=20, interval=0.3, message="client writes stall")
+        assert history[-1] < 64 * MIB, f"proxy took {history[-1]} bytes for a stalled server"
+        assert node.rss_kib() - idle < RSS_HEADROOM_KIB // 2, (idle, node.rss_kib())
+    finally:
+        a1.release()
+        worker.join(60)
+    (response,) = result
+    assert isinstance(response, Response), response
+    assert response.status == 200
+    assert response.json() == {"length": size, "sha256": expected_sha256(size)}
+
+
+def test_client_leaving_mid_download_frees_the_upstream(harness: Harness) -> None:
+    node = single_backend_node(harness)
+    with RawConn(node.addr()) as conn:
+        conn.send(request_bytes("GET", f"/download?size={200 * MIB}"))
+        conn.sock.recv(MIB)
+    # The proxy notices, stops the transfer, and forgets the exchange.
+    wait_until(
+        lambda: node.server_status("app", "a1")["active"] == 0,
+        timeout=10,
+        message="no active exchange left on a1",
+    )
+    response = http_request(node.addr(), "GET", "/")
+    assert (response.status, response.body) == (200, b"a1")
+
+
+def test_http_1_0_client_gets_an_unchunked_body_and_a_close(harness: Harness) -> None:
+    node = single_backend_node(harness)
+    size = 300_000
+    with RawConn(node.addr()) as conn:
+        # The backend answers chunked; an HTTP/1.0 client cannot read chunked (RFC 9112 7).
+        conn.send(f"GET /download?size={size} HTTP/1.0\r\nHost: test.local\r\n\r\n".encode())
+        response = conn.read_response()
+        assert response.status == 200
+        assert (response.header("Transfer-Encoding") or "").lower() != "chunked"
+        assert len(response.body) == size
+        assert hashlib.sha256(response.body).hexdigest() == expected_sha256(size)
+        assert conn.is_closed_by_peer(timeout=5)
 
 
 # --- upgrades --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Coroutine[Any, Any
 
         def run_bounded(scenario: Coroutine[Any, Any, None]) -> None:
             async def bounded() -> None:
-                async with asyncio.timeout(60):
+                async with asyncio.timeout(30):
                     await scenario
 
             runner.run(bounded())

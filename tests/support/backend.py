@@ -10,8 +10,9 @@ Endpoints: ``/`` (the name, after ``--delay`` seconds), ``/echo`` (the request a
 ``/upload`` (length and sha256 of the body, read streaming), ``/download?size=N[&cl=1]``
 (N deterministic bytes streamed in 64 KiB pieces), ``/status/NNN``, ``/slow?delay=S``,
 ``/ws`` (websocket echo), ``/healthz`` (200, or 503 while sick), ``/admin/sick``,
-``/admin/well``, ``/admin/stats``, ``/close`` (``Connection: close``), ``/reset``
-(abort without a response), ``/garbage`` (a malformed status line, then close).
+``/admin/well``, ``/admin/stats``, ``/admin/release`` (lets ``/upload?hold=1`` read its
+body), ``/close`` (``Connection: close``), ``/reset`` (abort without a response),
+``/garbage`` (a malformed status line, then close).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class State:
         self.requests: Counter[str] = Counter()
         self.in_flight = 0
         self.download_sent = 0
+        self.release = asyncio.Event()
 
 
 STATE = web.AppKey("state", State)
@@ -128,6 +130,11 @@ async def echo(request: web.Request) -> web.Response:
 
 
 async def upload(request: web.Request) -> web.Response:
+    if request.query.get("hold") == "1":
+        # Read nothing until POST /admin/release: a server that does not keep up.
+        state = request.app[STATE]
+        await state.release.wait()
+        state.release.clear()
     length, sha = await _digest_body(request)
     return web.json_response({"length": length, "sha256": sha})
 
@@ -189,6 +196,11 @@ async def well(request: web.Request) -> web.Response:
     return web.Response(text="well")
 
 
+async def release(request: web.Request) -> web.Response:
+    request.app[STATE].release.set()
+    return web.Response(text="released")
+
+
 async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response(
@@ -244,6 +256,7 @@ def make_app(name: str, delay: float) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/admin/sick", sick)
     app.router.add_post("/admin/well", well)
+    app.router.add_post("/admin/release", release)
     app.router.add_get("/admin/stats", stats)
     app.router.add_get("/close", close)
     app.router.add_route("*", "/reset", reset)

@@ -187,6 +187,10 @@ class Backend(Process):
     def well(self) -> None:
         assert http_request(self.addr, "POST", "/admin/well").status == 200
 
+    def release(self) -> None:
+        """Let a held ``/upload?hold=1`` start reading its body."""
+        assert http_request(self.addr, "POST", "/admin/release").status == 200
+
 
 @dataclass
 class Node(Process):

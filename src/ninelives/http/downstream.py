@@ -10,7 +10,6 @@ bytes piling up.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,7 @@ MAX_ATTEMPTS = 3  # servers one request may be sent to (connect failures, resets
 
 # Headers the parser callback must look at; every other header is forwarded untouched.
 INTERESTING = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"cookie", b"content-length"}
+INTERESTING_LENGTHS = frozenset(len(name) for name in INTERESTING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,8 @@ class Downstream(asyncio.Protocol):
         self.xff_line = b""
         self.receiving: Exchange | None = None  # the request being parsed
         self.current: Exchange | None = None  # the request being answered
-        self.pending: deque[Exchange] = deque()  # pipelined requests waiting their turn
+        # Pipelined requests waiting their turn (rare and few: a list, not a 760-byte deque).
+        self.pending: list[Exchange] = []
         self.paused = 0
         self.closed = False
         self.closing = False  # answer the current request, then close (shutdown, errors)
@@ -118,7 +119,7 @@ class Downstream(asyncio.Protocol):
             ex.finished = True
             if not ex.responded:
                 self.stats.responses[0] += 1
-            self._cancel_timer(ex)
+            self._clear_deadline(ex)
             upstream = ex.upstream
             if upstream is not None:
                 # The response was not (fully) read: that connection can never be reused.
@@ -193,7 +194,7 @@ class Downstream(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.receiving
         assert ex is not None
-        lname = name.lower()
+        lname = name.lower() if len(name) in INTERESTING_LENGTHS else b""
         if lname in INTERESTING:
             if lname == b"host":
                 ex.host = value
@@ -215,7 +216,7 @@ class Downstream(asyncio.Protocol):
                 return
             else:
                 return
-        ex.headers.append(b"%b: %b\r\n" % (name, value))
+        ex.headers.append(b"".join((name, b": ", value, b"\r\n")))
 
     def on_headers_complete(self) -> None:
         ex = self.receiving
@@ -228,6 +229,8 @@ class Downstream(asyncio.Protocol):
         ex.expects_body = ex.chunked or (ex.content_length not in (b"", b"0"))
         if ex.connection is not None:
             self._drop_connection_named(ex)
+        if ex.upgrade is not None and not parser.should_upgrade():
+            ex.upgrade = None  # Upgrade without "Connection: upgrade" asks for nothing
         if self.current is None:
             self.current = ex
             self.start(ex)
@@ -375,7 +378,7 @@ class Downstream(asyncio.Protocol):
 
     def retry_fresh(self, ex: Exchange, server: Server) -> None:
         """Resend ``ex`` to ``server`` on a new connection (its reused one was stale)."""
-        self._cancel_timer(ex)
+        self._clear_deadline(ex)
         ex.upstream = None
         self.loop.create_task(self.connect(ex, server))
 
@@ -385,7 +388,7 @@ class Downstream(asyncio.Protocol):
         Only called when resending is safe: nothing was sent (connect failure), or the
         request is idempotent, has no body, and no byte of a response came back.
         """
-        self._cancel_timer(ex)
+        self._clear_deadline(ex)
         if ex.tried is None:
             ex.tried = []
         ex.tried.append(server)
@@ -399,7 +402,7 @@ class Downstream(asyncio.Protocol):
         self.respond_error(ex, 502, detail)
 
     def on_response_timeout(self, ex: Exchange) -> None:
-        ex.timer = None
+        ex.deadline = 0.0
         if ex.finished or ex.responded:
             return
         server = ex.server
@@ -428,7 +431,7 @@ class Downstream(asyncio.Protocol):
         if ex.finished:
             return
         ex.finished = True
-        self._cancel_timer(ex)
+        self._clear_deadline(ex)
         ex.upstream = None
         elapsed = self.loop.time() - ex.started
         self.stats.latency.observe(elapsed)
@@ -442,7 +445,7 @@ class Downstream(asyncio.Protocol):
             self.close()
             return
         if self.pending:
-            nxt = self.pending.popleft()
+            nxt = self.pending.pop(0)
             if not self.pending:
                 self.resume(PAUSE_PIPELINE)
             self.current = nxt
@@ -457,7 +460,7 @@ class Downstream(asyncio.Protocol):
         if ex is not None:
             self.current = None
             ex.finished = True
-            self._cancel_timer(ex)
+            self._clear_deadline(ex)
             if ex.server is not None:
                 ex.server.active -= 1
             elapsed = self.loop.time() - ex.started
@@ -498,7 +501,25 @@ class Downstream(asyncio.Protocol):
             self.current.keep_alive = False
 
     @staticmethod
-    def _cancel_timer(ex: Exchange) -> None:
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+    def _clear_deadline(ex: Exchange) -> None:
+        ex.deadline = 0.0
+
+
+def expire_responses(pool: Pool, now: float) -> int:
+    """Answer 504 for every request of ``pool`` whose response head is overdue.
+
+    Deadlines are queued in order (one response timeout per pool), so only the overdue
+    head of the queue is looked at. An entry whose exchange was answered, retried (new
+    deadline) or abandoned is simply dropped. Returns how many requests timed out.
+    """
+    queue = pool.response_deadlines
+    expired = 0
+    while queue and queue[0][0] <= now:
+        deadline, ex = queue.popleft()
+        if ex.deadline != deadline or ex.finished or ex.responded:
+            continue
+        upstream = ex.upstream
+        if upstream is not None and upstream.down is not None:
+            upstream.down.on_response_timeout(ex)
+            expired += 1
+    return expired

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from asyncio import TimerHandle
-
     from ninelives.http.upstream import Upstream
     from ninelives.pool import Pool, Server
 
@@ -21,7 +19,7 @@ class Exchange:
         "method", "url", "http11", "keep_alive", "headers", "host", "cookie", "xff",
         "connection", "upgrade", "chunked", "content_length", "expects_body", "body",
         "body_size", "complete", "pool", "server", "upstream", "started", "responded",
-        "set_cookie", "timer", "tried", "finished", "is_head",
+        "set_cookie", "deadline", "tried", "finished", "is_head",
     )
 
     def __init__(self) -> None:
@@ -49,7 +47,7 @@ class Exchange:
         self.started = 0.0
         self.responded = False  # a byte of the response went to the client
         self.set_cookie = False  # the response must (re)pin the client with a sticky cookie
-        self.timer: TimerHandle | None = None
+        self.deadline = 0.0  # when the response head is due (loop time); 0 = not waiting
         self.tried: list[Any] | None = None  # servers that failed to connect, on retry only
         self.finished = False
         self.is_head = False

@@ -17,6 +17,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Header name lengths worth lower-casing to compare: every hop-by-hop name and
+# Content-Length. Other names (most of them) skip the lower() on the hot path.
+RESPONSE_NAME_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP | {b"content-length"})
+
 # Methods that may be sent again when a server dropped the connection without answering
 # (RFC 9110 section 9.2.2); others reach another server only when nothing was sent.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})

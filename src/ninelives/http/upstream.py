@@ -19,6 +19,7 @@ from ninelives.http.messages import (
     HOP_BY_HOP,
     IDEMPOTENT,
     LAST_CHUNK,
+    RESPONSE_NAME_LENGTHS,
     chunk,
     status_line,
 )
@@ -79,10 +80,10 @@ class Upstream(asyncio.Protocol):
         self.down = down
         self.uses += 1
         ex.upstream = self
-        assert ex.pool is not None
-        ex.timer = self.loop.call_later(
-            ex.pool.config.timeouts.response, down.on_response_timeout, ex
-        )
+        pool = ex.pool
+        assert pool is not None
+        ex.deadline = deadline = self.loop.time() + pool.config.timeouts.response
+        pool.response_deadlines.append((deadline, ex))
 
     def abandon(self) -> None:
         """The exchange is over before its response was read: this socket is unusable."""
@@ -208,16 +209,17 @@ class Upstream(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"transfer-encoding":
-                self.chunked = True
-            elif lname == b"upgrade":
-                self.upgrade = value
-            return
-        if lname == b"content-length":
-            self.has_length = True
-        self.headers.append(b"%b: %b\r\n" % (name, value))
+        if len(name) in RESPONSE_NAME_LENGTHS:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == b"transfer-encoding":
+                    self.chunked = True
+                elif lname == b"upgrade":
+                    self.upgrade = value
+                return
+            if lname == b"content-length":
+                self.has_length = True
+        self.headers.append(b"".join((name, b": ", value, b"\r\n")))
 
     def on_headers_complete(self) -> None:
         ex = self.ex
@@ -229,9 +231,7 @@ class Upstream(asyncio.Protocol):
             self._write(status_line(status, self.reason) + b"".join(self.headers) + CRLF)
             self._reset_head()
             return
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        ex.deadline = 0.0
         parts = [status_line(status, self.reason)]
         parts.extend(self.headers)
         if status == 101:

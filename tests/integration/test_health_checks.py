@@ -1,0 +1,293 @@
+"""Active health checks against real HTTP and TCP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from ninelives.config import parse_config
+from ninelives.health import HealthChecker
+from ninelives.pool import Pool
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(30):
+            await scenario
+
+    asyncio.run(bounded())
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class HttpBackend:
+    """An aiohttp app whose /healthz answers 200, or 503 while ``sick``."""
+
+    def __init__(self, body: str = "status: ok") -> None:
+        self.sick = False
+        self.flap = False
+        self.statuses: Counter[int] = Counter()
+        self.body = body
+        self.checks = 0
+        self.user_agents: set[str] = set()
+        self.hosts: Counter[str] = Counter()
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        self.checks += 1
+        if self.flap:
+            self.sick = self.checks % 2 == 0  # pass, fail, pass, fail...
+        self.statuses[503 if self.sick else 200] += 1
+        self.user_agents.add(request.headers.get("User-Agent", ""))
+        self.hosts[request.headers.get("Host", "")] += 1
+        return web.Response(status=503 if self.sick else 200, text=self.body)
+
+    async def start(self) -> HttpBackend:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+class SilentServer:
+    """Accepts connections and never answers: a hung server."""
+
+    async def start(self) -> SilentServer:
+        self.server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        self.port: int = self.server.sockets[0].getsockname()[1]
+        self.held: list[asyncio.StreamWriter] = []
+        return self
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.held.append(writer)
+
+    async def stop(self) -> None:
+        self.server.close()
+        for writer in self.held:
+            writer.close()
+
+
+def dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def make_pool(ports: dict[str, int], check: str, rise: int = 2, fall: int = 2) -> Pool:
+    servers = "\n".join(
+        f"      - {{name: {name}, address: 127.0.0.1:{port}}}" for name, port in ports.items()
+    )
+    text = f"""
+listeners:
+  - {{name: web, bind: [127.0.0.1:0], protocol: http, pool: app}}
+pools:
+  app:
+    health:
+      {check}
+      interval: 100ms
+      timeout: 80ms
+      rise: {rise}
+      fall: {fall}
+    servers:
+{servers}
+"""
+    return Pool("app", parse_config(text).pools["app"])
+
+
+HTTP_CHECK = "http: {path: /healthz, expect: 200}"
+
+
+class Transitions(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, str, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = record.__dict__
+        self.seen.append((fields["server"], fields["old"], fields["new"], fields["reason"]))
+
+
+@pytest.fixture
+def transitions() -> Iterator[Transitions]:
+    handler = Transitions()
+    logger = logging.getLogger("ninelives.health")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_first_round_marks_a_dead_server_down_at_once(transitions: Transitions) -> None:
+    async def scenario() -> None:
+        live = await HttpBackend().start()
+        try:
+            pool = make_pool({"live": live.port, "dead": dead_port()}, HTTP_CHECK)
+            checker = HealthChecker(pool, asyncio.get_running_loop())
+            await checker.first_round()
+            live_server, dead_server = pool.by_name["live"], pool.by_name["dead"]
+            assert live_server.healthy and live_server.health_reason == "1 check passed: HTTP 200"
+            assert not dead_server.healthy
+            assert dead_server.health_reason == "1 check failed: connect refused"
+            assert pool.candidates == (live_server,)
+            assert transitions.seen == [("dead", "up", "down", "1 check failed: connect refused")]
+            assert live.user_agents == {"ninelives-health"}
+        finally:
+            await live.stop()
+
+    run(scenario())
+
+
+def test_server_goes_down_after_fall_and_back_after_rise(transitions: Transitions) -> None:
+    async def scenario() -> None:
+        a, b = await HttpBackend().start(), await HttpBackend().start()
+        pool = make_pool({"a": a.port, "b": b.port}, HTTP_CHECK, rise=2, fall=3)
+        checker = HealthChecker(pool, asyncio.get_running_loop(), rng=random.Random(7))
+        try:
+            await checker.first_round()
+            assert {s.name for s in pool.candidates} == {"a", "b"}
+            checker.start()
+            server = pool.by_name["a"]
+
+            a.sick = True
+            await until(lambda: not server.healthy, "a to be marked down")
+            # The reason says how many failed checks it took: exactly `fall`.
+            down = ("a", "up", "down", "3 checks failed: HTTP 503, expected 200")
+            assert transitions.seen == [down]
+            assert pool.candidates == (pool.by_name["b"],)
+
+            a.sick = False
+            await until(lambda: server.healthy, "a to come back")
+            assert transitions.seen[1:] == [("a", "down", "up", "2 checks passed: HTTP 200")]
+            assert {s.name for s in pool.candidates} == {"a", "b"}
+            assert pool.by_name["b"].healthy  # the other server was never disturbed
+        finally:
+            await checker.stop()
+            await a.stop()
+            await b.stop()
+
+    run(scenario())
+
+
+def test_flapping_server_with_rise_and_fall_never_changes(transitions: Transitions) -> None:
+    async def scenario() -> None:
+        backend = await HttpBackend().start()
+        pool = make_pool({"a": backend.port}, HTTP_CHECK, rise=2, fall=2)
+        checker = HealthChecker(pool, asyncio.get_running_loop(), rng=random.Random(1))
+        backend.flap = True
+        try:
+            await checker.first_round()
+            checker.start()
+            await until(lambda: backend.checks >= 8, "eight checks")
+            assert backend.statuses[503] >= 4
+            assert pool.by_name["a"].healthy
+            assert transitions.seen == []
+        finally:
+            await checker.stop()
+            await backend.stop()
+
+    run(scenario())
+
+
+def test_hung_server_fails_with_a_timeout() -> None:
+    async def scenario() -> None:
+        silent = await SilentServer().start()
+        try:
+            pool = make_pool({"hung": silent.port}, HTTP_CHECK)
+            checker = HealthChecker(pool, asyncio.get_running_loop())
+            await checker.first_round()
+            server = pool.by_name["hung"]
+            assert not server.healthy
+            assert server.health_reason == "1 check failed: timeout after 80ms"
+            assert pool.candidates == ()
+        finally:
+            await silent.stop()
+
+    run(scenario())
+
+
+def test_body_substring_is_checked() -> None:
+    async def scenario() -> None:
+        good, bad = await HttpBackend("status: ok").start(), await HttpBackend("degraded").start()
+        try:
+            check = 'http: {path: /healthz, expect: 2xx, body: "ok"}'
+            pool = make_pool({"good": good.port, "bad": bad.port}, check)
+            await HealthChecker(pool, asyncio.get_running_loop()).first_round()
+            assert pool.by_name["good"].health_reason == "1 check passed: HTTP 200"
+            assert pool.by_name["bad"].health_reason == '1 check failed: HTTP 200, body lacks "ok"'
+            assert pool.candidates == (pool.by_name["good"],)
+        finally:
+            await good.stop()
+            await bad.stop()
+
+    run(scenario())
+
+
+def test_tcp_check_is_a_connect() -> None:
+    async def scenario() -> None:
+        silent = await SilentServer().start()
+        try:
+            pool = make_pool({"open": silent.port, "closed": dead_port()}, "tcp: {}")
+            checker = HealthChecker(pool, asyncio.get_running_loop())
+            await checker.first_round()
+            assert pool.by_name["open"].healthy
+            assert pool.by_name["open"].health_reason == "1 check passed: TCP connect"
+            assert pool.by_name["closed"].health_reason == "1 check failed: connect refused"
+            assert [s.name for s in pool.candidates] == ["open"]
+        finally:
+            await silent.stop()
+
+    run(scenario())
+
+
+def test_stop_ends_the_checks() -> None:
+    async def scenario() -> None:
+        backend = await HttpBackend().start()
+        pool = make_pool({"a": backend.port}, HTTP_CHECK)
+        checker = HealthChecker(pool, asyncio.get_running_loop(), rng=random.Random(3))
+        # A second checker on the same schedule, told apart by its Host header, is the clock.
+        witness_check = "http: {path: /healthz, host: witness}"
+        witness_pool = make_pool({"a": backend.port}, witness_check)
+        witness = HealthChecker(witness_pool, asyncio.get_running_loop(), rng=random.Random(4))
+        try:
+            checker.start()
+            await until(lambda: backend.hosts[f"127.0.0.1:{backend.port}"] >= 2, "two checks")
+            await checker.stop()
+            stopped_at = backend.hosts[f"127.0.0.1:{backend.port}"]
+            witness.start()
+            await until(lambda: backend.hosts["witness"] >= 4, "four witness checks")
+            assert backend.hosts[f"127.0.0.1:{backend.port}"] == stopped_at
+        finally:
+            await checker.stop()
+            await witness.stop()
+            await backend.stop()
+
+    run(scenario())
