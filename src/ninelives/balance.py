@@ -31,13 +31,17 @@ if TYPE_CHECKING:
 # full permutation. 65537 is Envoy's default: with M >= 100 x servers (about 650
 # servers here) the share of each server is exact to within 1 % and removing one of
 # N servers moves about 1/N of the keys (1.02/N at N=10, 1.23/N at N=50; 5003 would
-# give 1.12/N and 1.84/N). The price is the rebuild: ~10-30 ms in pure Python (see
-# maglev_table), paid only when the membership changes and cached per membership.
+# give 1.12/N and 1.84/N). The price is the rebuild, 20-70 ms of CPU in pure Python
+# (5003 would take 3-4 ms), paid on the first pick after the membership changes and
+# cached per membership, so a flapping server costs it once.
 TABLE_SIZE = 65537
 
 # Key -> table slot memo for the hash balancer. Clients (IPs, cookies) repeat, and a
 # dict hit (~40 ns) is much cheaper than a blake2b digest (~600 ns).
 _SLOT_MEMO_SIZE = 8192
+# Longer keys (a header or cookie value can be kilobytes) are hashed every time, so a
+# client cannot fill the memo with large keys.
+_SLOT_MEMO_KEY_MAX = 64
 # Maglev tables kept per balancer, so that a server flapping between two states
 # does not rebuild a table on every flap.
 _TABLE_CACHE_SIZE = 4
@@ -271,8 +275,8 @@ def maglev_table(members: Sequence[tuple[str, int]], size: int = TABLE_SIZE) -> 
     max-weight rounds (Envoy's weighted fill), so shares follow weights. The result
     depends only on the members and their order; the caller sorts them by name.
 
-    About M*ln(M) probes; 15-40 ms for M=65537 in CPython 3.11 (a sorted-lanes tail
-    phase was tried and measured no faster: the per-claim overhead dominates).
+    About M*ln(M) probes; 20-70 ms for M=65537 on CPython 3.11, dominated by the M
+    claims themselves (so a smarter probe for the nearly full table does not help).
     """
     n = len(members)
     if not n:
@@ -366,9 +370,10 @@ class MaglevHash:
         slot = self._memo.get(key)
         if slot is None:
             slot = key_slot(key, self._size)
-            if len(self._memo) >= _SLOT_MEMO_SIZE:
-                self._memo.clear()
-            self._memo[key] = slot
+            if len(key) <= _SLOT_MEMO_KEY_MAX:
+                if len(self._memo) >= _SLOT_MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[key] = slot
         return candidates[self._order[self._table[slot]]]
 
 

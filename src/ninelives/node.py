@@ -46,7 +46,6 @@ class Node:
         self.contexts: list[HttpContext] = []
         self.servers: list[asyncio.Server] = []
         self.admin: asyncio.Server | None = None
-        self.tcp_connections: set[asyncio.BaseTransport] = set()
         self.ready = False
         self.stopping = asyncio.Event()
         self.sweeper: asyncio.Task[None] | None = None
