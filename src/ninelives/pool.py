@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
-from collections import deque
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -143,9 +142,10 @@ class Pool:
         self.keyed = config.balance == "hash"  # does pick() need a key from the request?
         self.latency = LatencyHistogram()
         self.no_server = 0  # requests answered 503 because nothing was available
-        # (deadline, exchange) of requests waiting for a response head, in deadline order
-        # (one timeout per pool): a sweep every tick beats a timer per request.
-        self.response_deadlines: deque[tuple[float, Any]] = deque()
+        # Requests sent to a server and waiting for its response head (each carries its
+        # deadline). A sweep every tick over these few beats a timer per request; a set,
+        # not a queue of every request, so nothing outlives its response.
+        self.awaiting: set[Any] = set()
         self.candidates: tuple[Server, ...] = ()
         self.active_tier: int | None = None
         self.refresh()

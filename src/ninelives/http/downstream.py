@@ -402,7 +402,7 @@ class Downstream(asyncio.Protocol):
         self.respond_error(ex, 502, detail)
 
     def on_response_timeout(self, ex: Exchange) -> None:
-        ex.deadline = 0.0
+        self._clear_deadline(ex)
         if ex.finished or ex.responded:
             return
         server = ex.server
@@ -502,24 +502,22 @@ class Downstream(asyncio.Protocol):
 
     @staticmethod
     def _clear_deadline(ex: Exchange) -> None:
-        ex.deadline = 0.0
+        if ex.deadline:
+            ex.deadline = 0.0
+            if ex.pool is not None:
+                ex.pool.awaiting.discard(ex)
 
 
 def expire_responses(pool: Pool, now: float) -> int:
     """Answer 504 for every request of ``pool`` whose response head is overdue.
 
-    Deadlines are queued in order (one response timeout per pool), so only the overdue
-    head of the queue is looked at. An entry whose exchange was answered, retried (new
-    deadline) or abandoned is simply dropped. Returns how many requests timed out.
+    Only requests in flight are looked at (a few, not every request ever sent).
+    Returns how many timed out.
     """
-    queue = pool.response_deadlines
-    expired = 0
-    while queue and queue[0][0] <= now:
-        deadline, ex = queue.popleft()
-        if ex.deadline != deadline or ex.finished or ex.responded:
-            continue
+    overdue = [ex for ex in pool.awaiting if ex.deadline <= now]
+    for ex in overdue:
+        pool.awaiting.discard(ex)
         upstream = ex.upstream
         if upstream is not None and upstream.down is not None:
             upstream.down.on_response_timeout(ex)
-            expired += 1
-    return expired
+    return len(overdue)

@@ -1,9 +1,11 @@
 """The server side of the HTTP proxy: one pooled keep-alive connection to one server.
 
 An ``Upstream`` carries one exchange at a time. Between exchanges it waits in its
-server's idle list. httptools parses the response; the head is rewritten (hop-by-hop
-headers out, framing for the client, sticky cookie in) and the body is streamed to the
-client as it arrives, pausing this socket when the client cannot keep up.
+server's idle list. httptools parses the response. Its head is taken as raw bytes from
+the socket data once llhttp has accepted it, and goes to the client unchanged when it
+needs nothing (the common case); otherwise it is rewritten (hop-by-hop fields out,
+framing for the client, sticky cookie in). The body is streamed to the client as it
+arrives, pausing this socket when the client cannot keep up.
 """
 
 from __future__ import annotations
@@ -13,16 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ninelives.http.messages import (
-    BODYLESS_STATUSES,
-    CRLF,
-    HOP_BY_HOP,
-    IDEMPOTENT,
-    LAST_CHUNK,
-    RESPONSE_NAME_LENGTHS,
-    chunk,
-    status_line,
-)
+from ninelives.http.heads import HeadFields, rewrite, scan
+from ninelives.http.messages import BODYLESS_STATUSES, IDEMPOTENT, LAST_CHUNK, chunk
 
 if TYPE_CHECKING:
     from ninelives.http.downstream import Downstream
@@ -30,6 +24,7 @@ if TYPE_CHECKING:
     from ninelives.pool import Server
 
 WRITE_HIGH_WATER = 256 * 1024
+MAX_HEAD = 64 * 1024  # a response head larger than this is refused (502), as HAProxy does
 PAUSE_UPSTREAM_FULL = 2  # the Downstream pause reason this connection's backpressure sets
 
 # How the response body is framed towards the client.
@@ -40,9 +35,9 @@ FRAME_CHUNKED = 2  # re-encoded as chunks (chunked or close-delimited from the s
 
 class Upstream(asyncio.Protocol):
     __slots__ = (
-        "server", "loop", "transport", "parser", "ex", "down", "reason", "headers",
-        "chunked", "has_length", "upgrade", "framing", "head", "status", "closed",
-        "reset_parser", "reads_paused", "tunnel", "uses",
+        "server", "loop", "transport", "parser", "ex", "down", "data", "head_at", "partial",
+        "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
+        "reads_paused", "tunnel", "uses",
     )
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -52,11 +47,13 @@ class Upstream(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.ex: Exchange | None = None
         self.down: Downstream | None = None
-        self.reason = b""
-        self.headers: list[bytes] = []
-        self.chunked = False
-        self.has_length = False
-        self.upgrade: bytes | None = None
+        # Where the response head starts: in ``data`` (the bytes being parsed) at
+        # ``head_at``, after ``partial`` (the start of a head split over several reads).
+        self.data = b""
+        self.head_at = 0
+        self.partial: bytes | None = None
+        self.awaiting_head = False
+        self.fields: HeadFields | None = None
         self.framing = FRAME_RAW
         self.head: bytes | None = None  # response head not yet written (sent with the body)
         self.status = 0
@@ -79,11 +76,17 @@ class Upstream(asyncio.Protocol):
         self.ex = ex
         self.down = down
         self.uses += 1
+        self.awaiting_head = True
+        # The next head starts with the next bytes read (attach may run while the previous
+        # response's last bytes are being parsed: nothing of those belongs to it).
+        self.data = b""
+        self.head_at = 0
+        self.partial = None
         ex.upstream = self
         pool = ex.pool
         assert pool is not None
-        ex.deadline = deadline = self.loop.time() + pool.config.timeouts.response
-        pool.response_deadlines.append((deadline, ex))
+        ex.deadline = self.loop.time() + pool.config.timeouts.response
+        pool.awaiting.add(ex)
 
     def abandon(self) -> None:
         """The exchange is over before its response was read: this socket is unusable."""
@@ -93,16 +96,16 @@ class Upstream(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def release(self) -> None:
+    def release(self, ex: Exchange) -> None:
         """The response is complete: keep the connection for the next request, or close."""
-        ex = self.ex
         self.ex = None
         self.down = None
+        self.fields = None
         if self.reads_paused:
             self.reads_paused = False
             self.transport.resume_reading()
         if (
-            ex is not None and ex.complete and not self.closed
+            ex.complete and not self.closed
             and self.parser.should_keep_alive() and not self.transport.is_closing()
         ):
             self.server.idle.append(self)
@@ -124,8 +127,9 @@ class Upstream(asyncio.Protocol):
             return
         if ex is None or ex.finished:
             return
-        if self.head is not None or ex.responded:
-            if self.has_length or self.chunked or self.framing == FRAME_NONE:
+        fields = self.fields
+        if fields is not None:
+            if fields.has_length or fields.chunked or self.framing == FRAME_NONE:
                 # Truncated mid-body: the client must not take it for a whole response.
                 self.ex = None
                 down.transport.abort()
@@ -188,12 +192,22 @@ class Upstream(asyncio.Protocol):
             self.closed = True
             self.transport.close()
             return
+        if self.awaiting_head:
+            self.data = data
+            self.head_at = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._start_tunnel(data[upgrade.args[0]:])
         except httptools.HttpParserError as exc:
             self._malformed(exc)
+        if self.awaiting_head and self.ex is not None:
+            # The head is not complete yet: keep its start for when it is.
+            rest = self.data[self.head_at:]
+            self.partial = rest if self.partial is None else self.partial + rest
+            if len(self.partial) > MAX_HEAD:
+                self._malformed(ValueError(f"response head larger than {MAX_HEAD} bytes"))
+        self.data = b""
         if self.reset_parser:
             self.reset_parser = False
             self.parser = httptools.HttpResponseParser(self)
@@ -205,65 +219,56 @@ class Upstream(asyncio.Protocol):
             return True
         return False
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) in RESPONSE_NAME_LENGTHS:
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                if lname == b"transfer-encoding":
-                    self.chunked = True
-                elif lname == b"upgrade":
-                    self.upgrade = value
-                return
-            if lname == b"content-length":
-                self.has_length = True
-        self.headers.append(b"".join((name, b": ", value, b"\r\n")))
+    def _take_head(self) -> bytes:
+        """The raw bytes of the head llhttp has just accepted."""
+        data = self.data
+        start = self.head_at
+        if self.partial is not None:
+            data = self.data = self.partial + data[start:]
+            start = 0
+            self.partial = None
+        end = data.index(b"\r\n\r\n", start) + 4
+        self.head_at = end
+        return data[start:end]
 
     def on_headers_complete(self) -> None:
         ex = self.ex
         down = self.down
         assert ex is not None and down is not None
+        head = self._take_head()
         status = self.status = self.parser.get_status_code()
+        fields = scan(head)
         if status < 200 and status != 101:
             # 100 Continue, 103 Early Hints: relay, then wait for the final response.
-            self._write(status_line(status, self.reason) + b"".join(self.headers) + CRLF)
-            self._reset_head()
+            self._write(rewrite(head, fields, []))
             return
+        self.awaiting_head = False
+        self.fields = fields
         ex.deadline = 0.0
-        parts = [status_line(status, self.reason)]
-        parts.extend(self.headers)
-        if status == 101:
-            parts.append(b"Connection: upgrade\r\nUpgrade: %b\r\n" % (self.upgrade or b""))
+        pool = ex.pool
+        assert pool is not None and ex.server is not None
+        pool.awaiting.discard(ex)
+        close = not ex.keep_alive or down.closing
+        if status == 101 or ex.is_head or status in BODYLESS_STATUSES:
             self.framing = FRAME_NONE
-        elif ex.is_head or status in BODYLESS_STATUSES:
-            self.framing = FRAME_NONE
-        elif self.has_length and not self.chunked:
+        elif fields.has_length and not fields.chunked:
             self.framing = FRAME_RAW
         elif ex.http11:
             # Chunked, or delimited by the close of the connection: chunks for the client,
             # so that its connection can stay open after the response.
-            parts.append(b"Transfer-Encoding: chunked\r\n")
             self.framing = FRAME_CHUNKED
         else:
             self.framing = FRAME_RAW
+            close = True
+        if (
+            fields.plain and not close and ex.http11 and not ex.set_cookie
+            and self.framing != FRAME_CHUNKED and head.startswith(b"HTTP/1.1 ")
+        ):
+            self.head = head  # nothing to change: the raw head goes through
+        else:
+            self.head = rewrite(head, fields, self._extra(ex, status, close))
+        if close:
             ex.keep_alive = False
-        pool = ex.pool
-        assert pool is not None and ex.server is not None
-        if ex.set_cookie and pool.sticky_cookie is not None:
-            parts.append(
-                b"Set-Cookie: %b=%b; Path=/; HttpOnly\r\n"
-                % (pool.sticky_cookie, ex.server.name.encode())
-            )
-        if status != 101:
-            if not ex.keep_alive or down.closing:
-                ex.keep_alive = False
-                parts.append(b"Connection: close\r\n")
-            elif not ex.http11:
-                parts.append(b"Connection: keep-alive\r\n")
-        parts.append(CRLF)
-        self.head = b"".join(parts)
         ex.responded = True
         klass = status // 100
         down.stats.responses[klass] += 1
@@ -274,20 +279,44 @@ class Upstream(asyncio.Protocol):
             self.reset_parser = True
             self._complete()
 
-    def on_body(self, body: bytes) -> None:
+    def _extra(self, ex: Exchange, status: int, close: bool) -> list[bytes]:
+        """Header lines this hop adds to a rewritten head."""
+        extra = []
+        if status == 101:
+            assert self.fields is not None
+            extra.append(b"Connection: upgrade")
+            extra.append(b"Upgrade: " + (self.fields.upgrade or b""))
+            return extra
         if self.framing == FRAME_CHUNKED:
+            extra.append(b"Transfer-Encoding: chunked")
+        pool = ex.pool
+        if ex.set_cookie and pool is not None and pool.sticky_cookie is not None:
+            assert ex.server is not None
+            name = ex.server.name.encode()
+            extra.append(b"Set-Cookie: %b=%b; Path=/; HttpOnly" % (pool.sticky_cookie, name))
+        if close:
+            extra.append(b"Connection: close")
+        elif not ex.http11:
+            extra.append(b"Connection: keep-alive")
+        return extra
+
+    def on_body(self, body: bytes) -> None:
+        framing = self.framing
+        if framing == FRAME_CHUNKED:
             body = chunk(body)
-        elif self.framing == FRAME_NONE:
+        elif framing == FRAME_NONE:
             return
         head = self.head
         if head is not None:
             self.head = None
             body = head + body
-        self._write(body)
+        down = self.down
+        if down is not None and not down.closed:
+            down.transport.write(body)
 
     def on_message_complete(self) -> None:
-        if self.status < 200 or self.status == 101 or self.reset_parser:
-            return
+        if self.awaiting_head or self.status == 101 or self.reset_parser:
+            return  # after a 1xx; a 101 becomes a tunnel; a HEAD response already ended
         self._complete()
 
     def _complete(self) -> None:
@@ -295,24 +324,15 @@ class Upstream(asyncio.Protocol):
         down = self.down
         if ex is None or down is None:
             return
-        tail = LAST_CHUNK if self.framing == FRAME_CHUNKED else b""
         head = self.head
-        if head is not None:
-            self.head = None
-            tail = head + tail
-        if tail:
-            self._write(tail)
-        self._reset_head()
-        self.release()
+        tail: bytes | None = head
+        if self.framing == FRAME_CHUNKED:
+            tail = LAST_CHUNK if head is None else head + LAST_CHUNK
+        self.head = None
+        if tail is not None and not down.closed:
+            down.transport.write(tail)
+        self.release(ex)
         down.finish(ex)
-
-    def _reset_head(self) -> None:
-        self.reason = b""
-        self.headers = []
-        self.chunked = False
-        self.has_length = False
-        self.upgrade = None
-        self.status = 0
 
     def _write(self, data: bytes) -> None:
         down = self.down
