@@ -140,6 +140,7 @@ class Pool:
         self.hash_kind = kind  # client_ip | header | cookie
         self.hash_name = name_.lower().encode("latin-1")
         self.keyed = config.balance == "hash"  # does pick() need a key from the request?
+        self.plain = self.sticky_cookie is None and not self.keyed  # no per-request lookups
         self.latency = LatencyHistogram()
         self.no_server = 0  # requests answered 503 because nothing was available
         # Requests sent to a server and waiting for its response head (each carries its

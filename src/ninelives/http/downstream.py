@@ -1,22 +1,46 @@
-"""The client side of the HTTP proxy: parse requests, pick a server, relay, answer errors.
+"""The client side of the HTTP proxy: receive requests, pick a server, relay, answer errors.
 
-One ``Downstream`` per client connection. httptools parses; each request becomes an
-``Exchange``; exchanges are answered strictly in order (pipelining), one at a time.
+One ``Downstream`` per client connection. httptools (llhttp) parses every byte; each
+request becomes an ``Exchange``; exchanges are answered strictly in order (pipelining),
+one at a time.
+
+The hot path is built for few Python calls per request. llhttp reports only the end of
+a head and of a message to Python; body bytes go into a list through a C-level callback;
+the request head is taken as raw bytes from the socket data (llhttp has validated it) and
+forwarded as it came plus ``X-Forwarded-For``/``X-Forwarded-Proto``, unless it carries
+something the proxy must remove or merge (hop-by-hop fields, an earlier X-Forwarded-For,
+HTTP/1.0), in which case it is rewritten.
+
+To take heads from the raw bytes, the connection tracks where the next message starts
+(``sync``, an offset in the byte stream): right after a head without a body, or
+Content-Length bytes after it. After a chunked body that position is not known until the
+client's next read starts clean; a request pipelined behind a chunked one in the same read
+is not answered and the connection is closed after the chunked one's response, which
+RFC 9112 section 9.3.2 lets a server do (clients retry such requests).
+
 Reading from the client is paused while the server cannot take more (backpressure), while
-a pipelined request waits, and while a server connection is being opened with body
-bytes piling up.
+a pipelined request waits, and while a server connection is being opened with body bytes
+piling up.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httptools
 
 from ninelives.http.exchange import Exchange, cookie_value
-from ninelives.http.messages import CRLF, HOP_BY_HOP, LAST_CHUNK, chunk, error_response
+from ninelives.http.heads import (
+    all_values,
+    header_value,
+    request_target,
+    rewrite_request,
+    scan_request,
+)
+from ninelives.http.messages import LAST_CHUNK, chunk, error_response
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool, Server
@@ -28,12 +52,8 @@ PAUSE_UPGRADE = 8  # tunnel bytes wait for the server's 101
 
 BUFFER_LIMIT = 256 * 1024  # body bytes kept while no server connection is ready
 WRITE_HIGH_WATER = 256 * 1024
+MAX_HEAD = 64 * 1024  # a request head larger than this is refused (431)
 MAX_ATTEMPTS = 3  # servers one request may be sent to (connect failures, resets)
-
-
-# Headers the parser callback must look at; every other header is forwarded untouched.
-INTERESTING = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"cookie", b"content-length"}
-INTERESTING_LENGTHS = frozenset(len(name) for name in INTERESTING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +76,13 @@ class HttpContext:
     connections: set[Downstream] = field(default_factory=set)
     proto: bytes = b"http"
 
-    def route(self, host: bytes, url: bytes) -> Pool:
+    def route(self, head: bytes) -> Pool:
+        host = (header_value(head, b"host") or b"").split(b":", 1)[0].lower()
+        target = request_target(head)
         for route in self.routes:
-            if route.host is not None and host.split(b":", 1)[0].lower() != route.host:
+            if route.host is not None and host != route.host:
                 continue
-            if route.path_prefix is not None and not url.startswith(route.path_prefix):
+            if route.path_prefix is not None and not target.startswith(route.path_prefix):
                 continue
             return route.pool
         return self.pool
@@ -68,9 +90,10 @@ class HttpContext:
 
 class Downstream(asyncio.Protocol):
     __slots__ = (
-        "ctx", "loop", "stats", "transport", "parser", "client_ip", "xff_line", "receiving",
-        "current", "pending", "paused", "closed", "closing", "tunnel", "upgrade_buffer",
-        "last_active",
+        "ctx", "loop", "stats", "transport", "parser", "client_ip", "forwarded",
+        "pos", "ref", "ref_pos", "sync", "head_end", "partial", "receiving", "body_parts",
+        "on_body", "begun", "on_message_begin", "current", "pending", "paused", "closed",
+        "closing", "tunnel", "upgrade_buffer", "last_active",
     )
 
     def __init__(self, ctx: HttpContext) -> None:
@@ -78,12 +101,28 @@ class Downstream(asyncio.Protocol):
         self.loop = ctx.loop
         self.stats = ctx.stats
         self.transport: Any = None
-        self.parser = httptools.HttpRequestParser(self)
         self.client_ip = b""
-        self.xff_line = b""
-        self.receiving: Exchange | None = None  # the request being parsed
+        self.forwarded = b""  # the X-Forwarded-* lines this client's requests get
+        # Where heads are in the byte stream: ``pos`` is the offset of the end of what was
+        # read; ``ref`` holds the bytes being parsed, starting at offset ``ref_pos``;
+        # ``sync`` is where the next message starts (-1: unknown, after a chunked body);
+        # ``partial`` the start of a head that is not complete yet.
+        self.pos = 0
+        self.ref = b""
+        self.ref_pos = 0
+        self.sync = 0
+        self.head_end = 0
+        self.partial: bytes | None = None
+        self.receiving: Exchange | None = None  # the request whose body is being read
+        # llhttp calls these from C, no Python frame: body bytes are collected in a list,
+        # and every message start leaves a mark (cleared once its head is complete).
+        self.body_parts: list[bytes] = []
+        self.on_body = self.body_parts.append
+        self.begun: list[None] = []
+        self.on_message_begin = partial(self.begun.append, None)
+        self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None  # the request being answered
-        # Pipelined requests waiting their turn (rare and few: a list, not a 760-byte deque).
+        # Pipelined requests waiting their turn (rare and few: a list, not a deque).
         self.pending: list[Exchange] = []
         self.paused = 0
         self.closed = False
@@ -98,7 +137,9 @@ class Downstream(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b""
-        self.xff_line = b"X-Forwarded-Proto: %b\r\n" % self.ctx.proto
+        self.forwarded = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n\r\n" % (
+            self.client_ip, self.ctx.proto,
+        )
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.stats.connections += 1
         self.stats.active += 1
@@ -119,7 +160,7 @@ class Downstream(asyncio.Protocol):
             ex.finished = True
             if not ex.responded:
                 self.stats.responses[0] += 1
-            self._clear_deadline(ex)
+            _clear_deadline(ex)
             upstream = ex.upstream
             if upstream is not None:
                 # The response was not (fully) read: that connection can never be reused.
@@ -138,18 +179,19 @@ class Downstream(asyncio.Protocol):
             return True
         return False
 
+    def _upstream(self) -> Upstream | None:
+        if self.tunnel is not None:
+            return self.tunnel
+        return self.current.upstream if self.current is not None else None
+
     def pause_writing(self) -> None:
         # The client does not read fast enough: stop reading from its server.
-        upstream = self.tunnel if self.tunnel is not None else (
-            self.current.upstream if self.current is not None else None
-        )
+        upstream = self._upstream()
         if upstream is not None:
             upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        upstream = self.tunnel if self.tunnel is not None else (
-            self.current.upstream if self.current is not None else None
-        )
+        upstream = self._upstream()
         if upstream is not None:
             upstream.resume_reading()
 
@@ -164,6 +206,8 @@ class Downstream(asyncio.Protocol):
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
 
+    # -- reading requests ------------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
         if self.tunnel is not None:
@@ -173,64 +217,59 @@ class Downstream(asyncio.Protocol):
             self.upgrade_buffer.append(data)
             self.pause(PAUSE_UPGRADE)
             return
+        head_start = self.partial
+        if head_start is None:
+            self.ref = data
+            self.ref_pos = self.pos
+            if self.sync < 0 and self.receiving is None and not self.begun:
+                self.sync = self.pos  # between messages: the next one starts here
+        else:
+            self.partial = None
+            self.ref = head_start + data
+            self.ref_pos = self.pos - len(head_start)
+        self.pos += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0]
             self.upgrade_buffer = [data[offset:]] if offset < len(data) else []
+            return
         except httptools.HttpParserError as exc:
-            self.reject(exc)
-
-    # -- parser callbacks ------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.receiving = Exchange()
-
-    def on_url(self, url: bytes) -> None:
-        ex = self.receiving
-        assert ex is not None
-        ex.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        ex = self.receiving
-        assert ex is not None
-        lname = name.lower() if len(name) in INTERESTING_LENGTHS else b""
-        if lname in INTERESTING:
-            if lname == b"host":
-                ex.host = value
-            elif lname == b"cookie":
-                ex.cookie = value if ex.cookie is None else ex.cookie + b"; " + value
-            elif lname == b"content-length":
-                ex.content_length = value
-            elif lname == b"x-forwarded-for":
-                ex.xff = value if ex.xff is None else ex.xff + b", " + value
+            self.reject(400, f"malformed request: {exc or type(exc).__name__}")
+            return
+        if self.body_parts:
+            self._take_body()
+        if self.receiving is None and 0 <= self.sync < self.pos:
+            # The start of the next head is here but not its end: keep it for the next read.
+            rest = self.ref[self.sync - self.ref_pos :]
+            if len(rest) > MAX_HEAD:
+                self.reject(431, f"request head larger than {MAX_HEAD} bytes")
                 return
-            elif lname == b"connection":
-                ex.connection = value if ex.connection is None else ex.connection + b"," + value
-                return
-            elif lname == b"upgrade":
-                ex.upgrade = value
-                return
-            elif lname == b"transfer-encoding":
-                ex.chunked = True  # llhttp rejects any other final coding with a body
-                return
-            else:
-                return
-        ex.headers.append(b"".join((name, b": ", value, b"\r\n")))
+            self.partial = rest
+        self.ref = b""
 
     def on_headers_complete(self) -> None:
-        ex = self.receiving
-        assert ex is not None
         parser = self.parser
-        ex.method = parser.get_method()
-        ex.is_head = ex.method == b"HEAD"
-        ex.http11 = parser.get_http_version() == "1.1"
-        ex.keep_alive = parser.should_keep_alive() and not self.closing
-        ex.expects_body = ex.chunked or (ex.content_length not in (b"", b"0"))
-        if ex.connection is not None:
-            self._drop_connection_named(ex)
-        if ex.upgrade is not None and not parser.should_upgrade():
-            ex.upgrade = None  # Upgrade without "Connection: upgrade" asks for nothing
+        self.begun.clear()
+        if self.sync < 0:
+            # Pipelined behind a chunked request in the same read: its start is unknown.
+            # Leave it unanswered and close after the current response (RFC 9112 9.3.2).
+            self.closing = True
+            self.receiving = None
+            return
+        ref = self.ref
+        start = self.sync - self.ref_pos
+        end = ref.index(b"\r\n\r\n", start) + 4
+        self.head_end = self.ref_pos + end
+        ex = Exchange(
+            ref[start:end], parser.get_method(),
+            parser.should_keep_alive() and not self.closing, self.loop.time(),
+        )
+        fields = ex.fields = scan_request(ex.head)
+        if fields.upgrade is not None and parser.should_upgrade():
+            ex.upgrade = True
+            ex.keep_alive = False  # after a refused upgrade the connection cannot go on
+        self.receiving = ex
         if self.current is None:
             self.current = ex
             self.start(ex)
@@ -238,19 +277,33 @@ class Downstream(asyncio.Protocol):
             self.pending.append(ex)
             self.pause(PAUSE_PIPELINE)
 
-    def on_body(self, body: bytes) -> None:
-        ex = self.receiving
-        assert ex is not None
-        data = chunk(body) if ex.chunked else body
-        self._send_body(ex, data)
-
     def on_message_complete(self) -> None:
         ex = self.receiving
-        assert ex is not None
+        if ex is None:
+            return  # a request left unanswered (see on_headers_complete)
+        if self.body_parts:
+            self._take_body()
         self.receiving = None
         ex.complete = True
-        if ex.chunked:
+        fields = ex.fields
+        if fields.chunked:
             self._send_body(ex, LAST_CHUNK)
+            self.sync = -1
+        else:
+            self.sync = self.head_end + fields.length
+
+    def _take_body(self) -> None:
+        parts = self.body_parts
+        ex = self.receiving
+        if ex is None:
+            parts.clear()
+            return
+        if ex.fields.chunked:
+            data = b"".join([chunk(part) for part in parts])
+        else:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        self._send_body(ex, data)
 
     def _send_body(self, ex: Exchange, data: bytes) -> None:
         upstream = ex.upstream
@@ -262,26 +315,17 @@ class Downstream(asyncio.Protocol):
             if ex.body_size > BUFFER_LIMIT:
                 self.pause(PAUSE_BUFFERED)
 
-    def _drop_connection_named(self, ex: Exchange) -> None:
-        """Drop headers that the Connection header names: they are hop-by-hop too."""
-        assert ex.connection is not None
-        named = {t.strip().lower() for t in ex.connection.split(b",")}
-        named -= {b"close", b"keep-alive", b"upgrade", b""}
-        if named:
-            ex.headers = [
-                line for line in ex.headers
-                if line.split(b":", 1)[0].strip().lower() not in named
-            ]
-
     # -- answering -------------------------------------------------------------------------
 
     def start(self, ex: Exchange) -> None:
         """Begin answering ``ex``: choose a pool and a server and send the request."""
         self.stats.requests += 1
-        ex.started = self.loop.time()
-        pool = self.ctx.route(ex.host, ex.url) if self.ctx.routes else self.ctx.pool
-        ex.pool = pool
-        server = self.choose(pool, ex)
+        ctx = self.ctx
+        pool = ex.pool = ctx.route(ex.head) if ctx.routes else ctx.pool
+        # Plain pools (no cookie, no hash) skip every per-request lookup.
+        server = (
+            pool.balancer.pick(pool.candidates, None) if pool.plain else self.choose(pool, ex)
+        )
         if server is None:
             pool.no_server += 1
             self.respond_error(ex, 503, f'no server available in pool "{pool.name}"')
@@ -289,10 +333,9 @@ class Downstream(asyncio.Protocol):
         self.assign(ex, server)
 
     def choose(self, pool: Pool, ex: Exchange) -> Server | None:
+        cookies = all_values(ex.head, b"cookie")
         if pool.sticky_cookie is not None:
-            pinned_name = (
-                cookie_value(ex.cookie, pool.sticky_cookie) if ex.cookie is not None else None
-            )
+            pinned_name = cookie_value(cookies, pool.sticky_cookie) if cookies else None
             if pinned_name is not None:
                 pinned = pool.pinned(pinned_name)
                 if pinned is not None:
@@ -304,9 +347,9 @@ class Downstream(asyncio.Protocol):
             if kind == "client_ip":
                 key = self.client_ip
             elif kind == "header":
-                key = ex.header_value(pool.hash_name)
-            elif ex.cookie is not None:
-                key = cookie_value(ex.cookie, pool.hash_name)
+                key = header_value(ex.head, pool.hash_name)
+            elif cookies:
+                key = cookie_value(cookies, pool.hash_name)
         return pool.pick(key)
 
     def assign(self, ex: Exchange, server: Server) -> None:
@@ -316,29 +359,18 @@ class Downstream(asyncio.Protocol):
         idle = server.idle
         while idle:
             upstream: Upstream = idle.pop()
-            if upstream.usable():
+            if not upstream.closed:
                 self.send_request(ex, upstream)
                 return
         self.loop.create_task(self.connect(ex, server))
 
-    def request_head(self, ex: Exchange) -> bytes:
-        parts = [ex.method, b" ", ex.url, b" HTTP/1.1\r\n"]
-        parts.extend(ex.headers)
-        if ex.upgrade is not None:
-            parts.append(b"Connection: upgrade\r\nUpgrade: %b\r\n" % ex.upgrade)
-        elif ex.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if ex.xff is None:
-            parts.append(b"X-Forwarded-For: %b\r\n" % self.client_ip)
-        else:
-            parts.append(b"X-Forwarded-For: %b, %b\r\n" % (ex.xff, self.client_ip))
-        parts.append(self.xff_line)
-        parts.append(CRLF)
-        return b"".join(parts)
-
     def send_request(self, ex: Exchange, upstream: Upstream) -> None:
         upstream.attach(ex, self)
-        head = self.request_head(ex)
+        fields = ex.fields
+        if fields.plain and ex.http11:
+            head = ex.head[:-2] + self.forwarded
+        else:
+            head = self._rewrite_head(ex)
         if ex.body:
             head += b"".join(ex.body)
             ex.body.clear()
@@ -346,16 +378,30 @@ class Downstream(asyncio.Protocol):
             self.resume(PAUSE_BUFFERED)
         upstream.transport.write(head)
 
+    def _rewrite_head(self, ex: Exchange) -> bytes:
+        fields = ex.fields
+        extra = []
+        if ex.upgrade:
+            extra.append(b"Connection: upgrade")
+            extra.append(b"Upgrade: " + (fields.upgrade or b""))
+        elif fields.chunked:
+            extra.append(b"Transfer-Encoding: chunked")
+        if fields.forwarded_for is None:
+            extra.append(b"X-Forwarded-For: " + self.client_ip)
+        else:
+            extra.append(b"X-Forwarded-For: %b, %b" % (fields.forwarded_for, self.client_ip))
+        extra.append(b"X-Forwarded-Proto: " + self.ctx.proto)
+        return rewrite_request(ex.head, fields, extra)
+
     async def connect(self, ex: Exchange, server: Server) -> None:
         pool = ex.pool
         assert pool is not None
-        timeouts = pool.config.timeouts
         try:
             _, upstream = await asyncio.wait_for(
                 self.loop.create_connection(
                     lambda: Upstream(server, self.loop), server.host, server.port
                 ),
-                timeouts.connect,
+                pool.config.timeouts.connect,
             )
         except (OSError, TimeoutError) as exc:
             server.failures += 1
@@ -378,7 +424,7 @@ class Downstream(asyncio.Protocol):
 
     def retry_fresh(self, ex: Exchange, server: Server) -> None:
         """Resend ``ex`` to ``server`` on a new connection (its reused one was stale)."""
-        self._clear_deadline(ex)
+        _clear_deadline(ex)
         ex.upstream = None
         self.loop.create_task(self.connect(ex, server))
 
@@ -388,7 +434,7 @@ class Downstream(asyncio.Protocol):
         Only called when resending is safe: nothing was sent (connect failure), or the
         request is idempotent, has no body, and no byte of a response came back.
         """
-        self._clear_deadline(ex)
+        _clear_deadline(ex)
         if ex.tried is None:
             ex.tried = []
         ex.tried.append(server)
@@ -402,7 +448,7 @@ class Downstream(asyncio.Protocol):
         self.respond_error(ex, 502, detail)
 
     def on_response_timeout(self, ex: Exchange) -> None:
-        self._clear_deadline(ex)
+        _clear_deadline(ex)
         if ex.finished or ex.responded:
             return
         server = ex.server
@@ -412,9 +458,7 @@ class Downstream(asyncio.Protocol):
         if ex.upstream is not None:
             ex.upstream.abandon()
         timeout = ex.pool.config.timeouts.response
-        self.respond_error(
-            ex, 504, f"server {server.name} did not respond within {timeout:g}s"
-        )
+        self.respond_error(ex, 504, f"server {server.name} did not respond within {timeout:g}s")
 
     def respond_error(self, ex: Exchange, status: int, detail: str) -> None:
         """Answer ``ex`` with an error of the proxy's own; nothing of a server's was sent."""
@@ -431,16 +475,19 @@ class Downstream(asyncio.Protocol):
         if ex.finished:
             return
         ex.finished = True
-        self._clear_deadline(ex)
+        if ex.deadline:
+            _clear_deadline(ex)
         ex.upstream = None
         elapsed = self.loop.time() - ex.started
         self.stats.latency.observe(elapsed)
-        if ex.pool is not None:
-            ex.pool.latency.observe(elapsed)
+        pool = ex.pool
+        if pool is not None:
+            pool.latency.observe(elapsed)
         if ex.server is not None:
             ex.server.active -= 1
         self.current = None
-        self.resume(PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
+        if self.paused:
+            self.resume(PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
         if not ex.keep_alive or not ex.complete or self.closing or self.closed:
             self.close()
             return
@@ -460,7 +507,7 @@ class Downstream(asyncio.Protocol):
         if ex is not None:
             self.current = None
             ex.finished = True
-            self._clear_deadline(ex)
+            _clear_deadline(ex)
             if ex.server is not None:
                 ex.server.active -= 1
             elapsed = self.loop.time() - ex.started
@@ -472,19 +519,17 @@ class Downstream(asyncio.Protocol):
                 upstream.transport.write(data)
         self.resume(PAUSE_UPGRADE | PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
 
-    def reject(self, exc: Exception) -> None:
-        """A malformed request: the client is at fault; answer 400 and close."""
+    def reject(self, status: int, detail: str) -> None:
+        """A malformed request: the client is at fault; answer ``status`` and close."""
         self.stats.rejected += 1
         self.stats.responses[4] += 1
-        reason = str(exc) or type(exc).__name__
-        if self.current is None:
-            self.transport.write(error_response(400, f"malformed request: {reason}", close=True))
-        # With a request in flight its response comes first; then the connection closes.
         self.closing = True
         self.receiving = None
         if self.current is None:
+            self.transport.write(error_response(status, detail, close=True))
             self.close()
         else:
+            # With a request in flight its response comes first; then the connection closes.
             self.pause(PAUSE_PIPELINE)
 
     def close(self) -> None:
@@ -500,12 +545,12 @@ class Downstream(asyncio.Protocol):
         elif self.current is not None:
             self.current.keep_alive = False
 
-    @staticmethod
-    def _clear_deadline(ex: Exchange) -> None:
-        if ex.deadline:
-            ex.deadline = 0.0
-            if ex.pool is not None:
-                ex.pool.awaiting.discard(ex)
+
+def _clear_deadline(ex: Exchange) -> None:
+    if ex.deadline:
+        ex.deadline = 0.0
+        if ex.pool is not None:
+            ex.pool.awaiting.discard(ex)
 
 
 def expire_responses(pool: Pool, now: float) -> int:

@@ -4,38 +4,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ninelives.http.heads import PLAIN_REQUEST, RequestFields
+
 if TYPE_CHECKING:
     from ninelives.http.upstream import Upstream
     from ninelives.pool import Pool, Server
 
 
 class Exchange:
-    """The state of one proxied request, from its first header to the last response byte.
+    """The state of one proxied request, from its head to the last response byte.
 
-    A plain slotted class rather than a dataclass: one is made per request on the hot path.
+    A plain slotted class rather than a dataclass: one is made per request on the hot path,
+    so only what varies is set in ``__init__``.
     """
 
     __slots__ = (
-        "method", "url", "http11", "keep_alive", "headers", "host", "cookie", "xff",
-        "connection", "upgrade", "chunked", "content_length", "expects_body", "body",
-        "body_size", "complete", "pool", "server", "upstream", "started", "responded",
-        "set_cookie", "deadline", "tried", "finished", "is_head",
+        "head", "method", "http11", "keep_alive", "fields", "upgrade", "body", "body_size",
+        "complete", "pool", "server", "upstream", "started", "responded", "set_cookie",
+        "deadline", "tried", "finished", "is_head",
     )
 
-    def __init__(self) -> None:
-        self.method = b""
-        self.url = b""
-        self.http11 = True
-        self.keep_alive = True
-        self.headers: list[bytes] = []  # forwarded request headers, each "Name: value\r\n"
-        self.host = b""
-        self.cookie: bytes | None = None
-        self.xff: bytes | None = None
-        self.connection: bytes | None = None
-        self.upgrade: bytes | None = None
-        self.chunked = False  # the request body is chunked (re-encoded towards the server)
-        self.content_length = b""
-        self.expects_body = False
+    def __init__(self, head: bytes, method: bytes, keep_alive: bool, started: float) -> None:
+        self.head = head  # the raw request head as the client sent it (llhttp accepted it)
+        self.method = method
+        self.http11 = head[head.index(b"\r\n") - 3 : head.index(b"\r\n")] == b"1.1"
+        self.keep_alive = keep_alive
+        self.fields: RequestFields = PLAIN_REQUEST
+        self.upgrade = False  # a real upgrade request (Connection: upgrade + Upgrade)
         # Request body bytes (already framed for the server) not yet written to it: the
         # server connection is not ready yet, or the request waits behind a pipelined one.
         self.body: list[bytes] = []
@@ -44,22 +39,17 @@ class Exchange:
         self.pool: Pool | None = None
         self.server: Server | None = None
         self.upstream: Upstream | None = None
-        self.started = 0.0
+        self.started = started
         self.responded = False  # a byte of the response went to the client
         self.set_cookie = False  # the response must (re)pin the client with a sticky cookie
         self.deadline = 0.0  # when the response head is due (loop time); 0 = not waiting
-        self.tried: list[Any] | None = None  # servers that failed to connect, on retry only
+        self.tried: list[Any] | None = None  # servers that failed, on retry only
         self.finished = False
-        self.is_head = False
+        self.is_head = method == b"HEAD"
 
-    def header_value(self, lname: bytes) -> bytes | None:
-        """A forwarded header's value by lower-case name (slow path: hash on a header)."""
-        prefix = lname + b":"
-        size = len(prefix)
-        for line in self.headers:
-            if line[:size].lower() == prefix:
-                return line[size:].strip()
-        return None
+    @property
+    def expects_body(self) -> bool:
+        return self.fields.chunked or self.fields.length > 0
 
 
 def cookie_value(cookie_header: bytes, name: bytes) -> bytes | None:

@@ -72,3 +72,107 @@ def rewrite(head: bytes, fields: HeadFields, extra: list[bytes]) -> bytes:
     out.extend(extra)
     out.append(b"\r\n")
     return b"\r\n".join(out)
+
+
+# Request fields the proxy must act on; a request with none of them (most of them) is
+# forwarded with its raw head, plus X-Forwarded-For and X-Forwarded-Proto.
+_REQUEST_FIELD = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|proxy-authenticate|proxy-authorization|content-length|x-forwarded-for"
+    rb"|x-forwarded-proto):[ \t]*([^\r]*)",
+    re.IGNORECASE,
+)
+# Dropped from a rewritten request head: the proxy sets these itself.
+_REQUEST_DROP = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-proto"}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFields:
+    """What the proxy needs to know of a request head beyond what llhttp reports."""
+
+    length: int  # Content-Length, 0 when absent
+    chunked: bool
+    upgrade: bytes | None
+    connection: bytes | None
+    forwarded_for: bytes | None  # X-Forwarded-For values already present, joined
+    plain: bool  # nothing to drop or merge: the raw head can be forwarded
+
+
+PLAIN_REQUEST = RequestFields(0, False, None, None, None, True)
+
+
+def scan_request(head: bytes) -> RequestFields:
+    found = _REQUEST_FIELD.findall(head)
+    if not found:
+        return PLAIN_REQUEST
+    length = 0
+    chunked = False
+    upgrade = connection = forwarded_for = None
+    plain = True
+    for name, value in found:
+        lname = name.lower()
+        value = value.strip()
+        if lname == b"content-length":
+            length = int(value)  # llhttp has checked it is one valid number
+            continue
+        plain = False
+        if lname == b"transfer-encoding":
+            chunked = True
+        elif lname == b"upgrade":
+            upgrade = value
+        elif lname == b"connection":
+            value = value.lower()
+            connection = value if connection is None else connection + b"," + value
+        elif lname == b"x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+    return RequestFields(length, chunked, upgrade, connection, forwarded_for, plain)
+
+
+def rewrite_request(head: bytes, fields: RequestFields, extra: list[bytes]) -> bytes:
+    """The head for the server: HTTP/1.1, hop-by-hop fields (and those Connection names)
+    and the client's X-Forwarded-* removed, then ``extra`` lines added."""
+    drop = _REQUEST_DROP
+    if fields.connection is not None:
+        named = {t.strip() for t in fields.connection.split(b",")}
+        named -= {b"", b"close", b"keep-alive", b"upgrade"}
+        if named:
+            drop = drop | named
+    lines = head[:-4].split(b"\r\n")
+    request_line = lines[0]
+    out = [request_line[: request_line.rindex(b" ")] + b" HTTP/1.1"]
+    for line in lines[1:]:
+        if line.split(b":", 1)[0].lower() not in drop:
+            out.append(line)
+    out.extend(extra)
+    out.append(b"\r\n")
+    return b"\r\n".join(out)
+
+
+def header_value(head: bytes, lname: bytes) -> bytes | None:
+    """The value of the first field named ``lname`` (lower-case) in a raw head."""
+    low = head.lower()
+    at = low.find(b"\r\n" + lname + b":")
+    if at < 0:
+        return None
+    start = at + len(lname) + 3
+    return head[start : head.index(b"\r\n", start)].strip()
+
+
+def all_values(head: bytes, lname: bytes) -> bytes | None:
+    """Every value of the fields named ``lname``, joined with "; " (for Cookie)."""
+    low = head.lower()
+    key = b"\r\n" + lname + b":"
+    values = []
+    at = low.find(key)
+    while at >= 0:
+        start = at + len(key)
+        end = head.index(b"\r\n", start)
+        values.append(head[start:end].strip())
+        at = low.find(key, end)
+    return b"; ".join(values) if values else None
+
+
+def request_target(head: bytes) -> bytes:
+    """The request-target (path and query) of the request line."""
+    line = head[: head.index(b"\r\n")]
+    return line[line.index(b" ") + 1 : line.rindex(b" ")]

@@ -37,13 +37,16 @@ class Upstream(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "ex", "down", "data", "head_at", "partial",
         "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
-        "reads_paused", "tunnel", "uses",
+        "reads_paused", "tunnel", "uses", "body_parts", "on_body",
     )
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
         self.loop = loop
         self.transport: Any = None
+        # llhttp appends body bytes here from C (no Python frame per body chunk).
+        self.body_parts: list[bytes] = []
+        self.on_body = self.body_parts.append
         self.parser = httptools.HttpResponseParser(self)
         self.ex: Exchange | None = None
         self.down: Downstream | None = None
@@ -135,9 +138,7 @@ class Upstream(asyncio.Protocol):
                 down.transport.abort()
                 return
             # A close-delimited body ends with the connection: that is its normal end.
-            tail = LAST_CHUNK if self.framing == FRAME_CHUNKED else b""
-            self._write((self.head or b"") + tail)
-            self.head = None
+            self._relay_body(LAST_CHUNK if self.framing == FRAME_CHUNKED else b"")
             self.ex = None
             down.finish(ex)
             return
@@ -201,6 +202,8 @@ class Upstream(asyncio.Protocol):
             self._start_tunnel(data[upgrade.args[0]:])
         except httptools.HttpParserError as exc:
             self._malformed(exc)
+        if self.body_parts:
+            self._relay_body(b"")
         if self.awaiting_head and self.ex is not None:
             # The head is not complete yet: keep its start for when it is.
             rest = self.data[self.head_at:]
@@ -300,18 +303,25 @@ class Upstream(asyncio.Protocol):
             extra.append(b"Connection: keep-alive")
         return extra
 
-    def on_body(self, body: bytes) -> None:
+    def _relay_body(self, tail: bytes) -> None:
+        """Send what llhttp collected of the body (and the pending head, and ``tail``)."""
+        parts = self.body_parts
         framing = self.framing
-        if framing == FRAME_CHUNKED:
-            body = chunk(body)
-        elif framing == FRAME_NONE:
-            return
+        if framing == FRAME_RAW:
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+        elif framing == FRAME_CHUNKED:
+            body = b"".join([chunk(part) for part in parts])
+        else:
+            body = b""
+        parts.clear()
         head = self.head
         if head is not None:
             self.head = None
             body = head + body
+        if tail:
+            body += tail
         down = self.down
-        if down is not None and not down.closed:
+        if body and down is not None and not down.closed:
             down.transport.write(body)
 
     def on_message_complete(self) -> None:
@@ -324,13 +334,7 @@ class Upstream(asyncio.Protocol):
         down = self.down
         if ex is None or down is None:
             return
-        head = self.head
-        tail: bytes | None = head
-        if self.framing == FRAME_CHUNKED:
-            tail = LAST_CHUNK if head is None else head + LAST_CHUNK
-        self.head = None
-        if tail is not None and not down.closed:
-            down.transport.write(tail)
+        self._relay_body(LAST_CHUNK if self.framing == FRAME_CHUNKED else b"")
         self.release(ex)
         down.finish(ex)
 
