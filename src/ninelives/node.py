@@ -20,6 +20,7 @@ from ninelives.admin import start_admin
 from ninelives.config import Config, ListenerConfig
 from ninelives.health import HealthChecker
 from ninelives.http.downstream import Downstream, HttpContext, Route, expire_responses
+from ninelives.http.idle import close_idle_clients, close_idle_upstreams
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
 from ninelives.tcp import tcp_protocol_factory
@@ -97,13 +98,14 @@ class Node:
         return lambda: Downstream(ctx)
 
     async def _sweep(self) -> None:
-        """Time out what is overdue: responses (every tick) and idle clients (every second).
+        """Time out what is overdue: responses (every tick), idle connections (every second,
+        or a quarter of the shortest idle timeout).
 
         One sweep for all connections instead of a timer per request: a timer costs about
         2 us to arm and cancel, a queue entry a tenth of that.
         """
         loop = asyncio.get_running_loop()
-        idle_period = min([1.0] + [c.pool.config.timeouts.idle / 4 for c in self.contexts])
+        idle_period = min([1.0] + [p.config.timeouts.idle / 4 for p in self.pools.values()])
         next_idle_sweep = 0.0
         while True:
             await asyncio.sleep(SWEEP_TICK)
@@ -114,11 +116,9 @@ class Node:
                 continue
             next_idle_sweep = now + idle_period
             for ctx in self.contexts:
-                limit = ctx.pool.config.timeouts.idle
-                for conn in list(ctx.connections):
-                    busy = conn.current is not None or conn.tunnel is not None
-                    if not busy and now - conn.last_active > limit:
-                        conn.close()
+                close_idle_clients(ctx, now)
+            for pool in self.pools.values():
+                close_idle_upstreams(pool, now)
 
     # -- run and stop ----------------------------------------------------------------------
 

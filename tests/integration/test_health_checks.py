@@ -17,6 +17,8 @@ from ninelives.config import parse_config
 from ninelives.health import HealthChecker
 from ninelives.pool import Pool
 
+POLL_INTERVAL = 0.01  # how often a condition is re-checked while waiting with a deadline
+
 
 def run(scenario: Coroutine[Any, Any, None]) -> None:
     async def bounded() -> None:
@@ -32,7 +34,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0)
     while not condition():
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 class HttpBackend:

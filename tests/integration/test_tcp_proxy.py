@@ -18,6 +18,10 @@ from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
 from ninelives.tcp import HIGH_WATER, Downstream, tcp_protocol_factory
 
+POLL_INTERVAL = 0.005  # how often a condition is re-checked while waiting with a deadline
+SAMPLE_INTERVAL = 0.002  # how often buffer sizes are sampled during a transfer
+TRAFFIC_PERIOD = 0.1  # a byte this often keeps a connection from being idle
+
 Handler = Callable[["Backend", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CHUNK = 64 * 1024
 
@@ -43,7 +47,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0)
     while not condition():
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 # -- backends ---------------------------------------------------------------------------------
@@ -260,7 +264,7 @@ def test_slow_client_backpressure_bounds_proxy_buffers(
                         buffered += down.upstream.transport.get_write_buffer_size()
                         upstream_paused |= not down.upstream.transport.is_reading()
                     most_buffered = max(most_buffered, buffered)
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(SAMPLE_INTERVAL)
 
         sampler = asyncio.create_task(sample())
         try:
@@ -462,7 +466,7 @@ def test_idle_timeout_closes_both_sides(run: Callable[[Coroutine[Any, Any, None]
             started = loop.time()
             last = started
             while last - started < 0.9:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(TRAFFIC_PERIOD)  # keep the connection busy, not a wait
                 writer.write(b"ping")
                 assert await reader.readexactly(4) == b"ping"
                 last = loop.time()

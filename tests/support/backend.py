@@ -157,6 +157,20 @@ async def download(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def stall(request: web.Request) -> web.StreamResponse:
+    """Promise 2N bytes, send N, then fall silent until /admin/release."""
+    size = int(request.query.get("size", "1024"))
+    state = request.app[STATE]
+    state.release.clear()
+    response = web.StreamResponse()
+    response.content_length = 2 * size
+    await response.prepare(request)
+    await response.write(b"s" * size)
+    await state.release.wait()
+    await response.write(b"s" * size)
+    return response
+
+
 async def status(request: web.Request) -> web.Response:
     code = int(request.match_info["code"])
     if code in (204, 304) or code < 200:
@@ -250,6 +264,7 @@ def make_app(name: str, delay: float) -> web.Application:
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/upload", upload)
     app.router.add_get("/download", download)
+    app.router.add_get("/stall", stall)
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_get("/slow", slow)
     app.router.add_get("/ws", websocket)

@@ -291,6 +291,8 @@ class Downstream(asyncio.Protocol):
             self.sync = -1
         else:
             self.sync = self.head_end + fields.length
+        if ex.upstream is not None and not ex.responded and not ex.deadline:
+            ex.upstream.arm(ex)
 
     def _take_body(self) -> None:
         parts = self.body_parts

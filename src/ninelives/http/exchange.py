@@ -27,7 +27,8 @@ class Exchange:
     def __init__(self, head: bytes, method: bytes, keep_alive: bool, started: float) -> None:
         self.head = head  # the raw request head as the client sent it (llhttp accepted it)
         self.method = method
-        self.http11 = head[head.index(b"\r\n") - 3 : head.index(b"\r\n")] == b"1.1"
+        line_end = head.index(b"\r\n")
+        self.http11 = head[line_end - 3 : line_end] == b"1.1"
         self.keep_alive = keep_alive
         self.fields: RequestFields = PLAIN_REQUEST
         self.upgrade = False  # a real upgrade request (Connection: upgrade + Upgrade)

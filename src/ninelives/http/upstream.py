@@ -37,7 +37,7 @@ class Upstream(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "ex", "down", "data", "head_at", "partial",
         "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
-        "reads_paused", "tunnel", "uses", "body_parts", "on_body",
+        "reads_paused", "tunnel", "uses", "body_parts", "on_body", "last_active",
     )
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -65,6 +65,7 @@ class Upstream(asyncio.Protocol):
         self.reads_paused = False
         self.tunnel = False
         self.uses = 0  # exchanges carried, so a failure on a reused connection is known
+        self.last_active = loop.time()  # last byte read, or when it went back to the pool
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -86,6 +87,12 @@ class Upstream(asyncio.Protocol):
         self.head_at = 0
         self.partial = None
         ex.upstream = self
+        if ex.complete:
+            self.arm(ex)
+
+    def arm(self, ex: Exchange) -> None:
+        """The whole request is sent: from now on its response head is due within
+        ``timeouts.response`` (a long upload does not eat into that time)."""
         pool = ex.pool
         assert pool is not None
         ex.deadline = self.loop.time() + pool.config.timeouts.response
@@ -111,6 +118,7 @@ class Upstream(asyncio.Protocol):
             ex.complete and not self.closed
             and self.parser.should_keep_alive() and not self.transport.is_closing()
         ):
+            self.last_active = self.loop.time()
             self.server.idle.append(self)
         else:
             self.closed = True
@@ -193,6 +201,7 @@ class Upstream(asyncio.Protocol):
             self.closed = True
             self.transport.close()
             return
+        self.last_active = self.loop.time()
         if self.awaiting_head:
             self.data = data
             self.head_at = 0

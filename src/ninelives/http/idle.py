@@ -1,0 +1,51 @@
+"""Idle timeouts, checked by a periodic sweep rather than a timer per connection.
+
+``timeouts.idle`` of a pool applies to (a) a client keep-alive connection with no
+request in flight, (b) a pooled keep-alive connection to a server that nobody used for
+that long, and (c) a response whose server went silent mid-body: the client connection
+is aborted then, so that it does not wait forever for the rest.
+"""
+
+from __future__ import annotations
+
+from ninelives.http.downstream import HttpContext
+from ninelives.pool import Pool
+
+
+def close_idle_clients(ctx: HttpContext, now: float) -> int:
+    """Close or abort the client connections of ``ctx`` idle past the limit; count them."""
+    limit = ctx.pool.config.timeouts.idle
+    closed = 0
+    for conn in list(ctx.connections):
+        if conn.tunnel is not None:
+            continue  # a tunnel (WebSocket) belongs to its two ends
+        ex = conn.current
+        if ex is None:
+            if now - conn.last_active > limit:
+                conn.close()
+                closed += 1
+            continue
+        upstream = ex.upstream
+        if (
+            upstream is not None and ex.responded and not upstream.reads_paused
+            and now - upstream.last_active > limit
+        ):
+            # The server went silent mid-response (not paused by a slow client).
+            upstream.abandon()
+            conn.transport.abort()
+            closed += 1
+    return closed
+
+
+def close_idle_upstreams(pool: Pool, now: float) -> int:
+    """Close pooled server connections unused past the limit; count them."""
+    limit = pool.config.timeouts.idle
+    closed = 0
+    for server in pool.servers:
+        stale = [up for up in server.idle if now - up.last_active > limit]
+        for upstream in stale:
+            server.idle.remove(upstream)
+            upstream.closed = True
+            upstream.transport.close()
+            closed += 1
+    return closed
