@@ -54,6 +54,7 @@ BUFFER_LIMIT = 256 * 1024  # body bytes kept while no server connection is ready
 WRITE_HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024  # a request head larger than this is refused (431)
 MAX_ATTEMPTS = 3  # servers one request may be sent to (connect failures, resets)
+CRLF_BYTES = frozenset(b"\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +257,17 @@ class Downstream(asyncio.Protocol):
             # Leave it unanswered and close after the current response (RFC 9112 9.3.2).
             self.closing = True
             self.receiving = None
+            if self.current is None:
+                self.close()
             return
         ref = self.ref
         start = self.sync - self.ref_pos
+        while ref[start] in CRLF_BYTES:
+            start += 1  # empty lines before a request line are ignored (RFC 9112 2.2)
         end = ref.index(b"\r\n\r\n", start) + 4
+        if end - start > MAX_HEAD:
+            self.reject(431, f"request head larger than {MAX_HEAD} bytes")
+            return
         self.head_end = self.ref_pos + end
         ex = Exchange(
             ref[start:end], parser.get_method(),
@@ -393,6 +401,9 @@ class Downstream(asyncio.Protocol):
         else:
             extra.append(b"X-Forwarded-For: %b, %b" % (fields.forwarded_for, self.client_ip))
         extra.append(b"X-Forwarded-Proto: " + self.ctx.proto)
+        if not ex.http11 and ex.server is not None and header_value(ex.head, b"host") is None:
+            # HTTP/1.0 may omit Host; the HTTP/1.1 request to the server must carry one.
+            extra.append(b"Host: " + str(ex.server.address).encode())
         return rewrite_request(ex.head, fields, extra)
 
     async def connect(self, ex: Exchange, server: Server) -> None:

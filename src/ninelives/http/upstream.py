@@ -251,8 +251,10 @@ class Upstream(asyncio.Protocol):
         status = self.status = self.parser.get_status_code()
         fields = scan(head)
         if status < 200 and status != 101:
-            # 100 Continue, 103 Early Hints: relay, then wait for the final response.
-            self._write(rewrite(head, fields, []))
+            # 100 Continue, 103 Early Hints: relay, then wait for the final response. An
+            # HTTP/1.0 client must not get one (RFC 9110 section 15.2).
+            if ex.http11:
+                self._write(rewrite(head, fields, []))
             return
         self.awaiting_head = False
         self.fields = fields
