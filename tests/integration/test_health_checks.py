@@ -7,7 +7,7 @@ import logging
 import random
 import socket
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +16,7 @@ from aiohttp import web
 from ninelives.config import parse_config
 from ninelives.health import HealthChecker
 from ninelives.pool import Pool
-
-POLL_INTERVAL = 0.01  # how often a condition is re-checked while waiting with a deadline
+from tests.support.aio import until
 
 
 def run(scenario: Coroutine[Any, Any, None]) -> None:
@@ -26,15 +25,6 @@ def run(scenario: Coroutine[Any, Any, None]) -> None:
             await scenario
 
     asyncio.run(bounded())
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 class HttpBackend:

@@ -17,8 +17,8 @@ from ninelives.config import parse_config
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
 from ninelives.tcp import HIGH_WATER, Downstream, tcp_protocol_factory
+from tests.support.aio import until
 
-POLL_INTERVAL = 0.005  # how often a condition is re-checked while waiting with a deadline
 SAMPLE_INTERVAL = 0.002  # how often buffer sizes are sampled during a transfer
 TRAFFIC_PERIOD = 0.1  # a byte this often keeps a connection from being idle
 
@@ -39,15 +39,6 @@ def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Coroutine[Any, Any
             runner.run(bounded())
 
         yield run_bounded
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 # -- backends ---------------------------------------------------------------------------------

@@ -68,13 +68,27 @@ def scan(head: bytes) -> HeadFields:
 def rewrite(head: bytes, fields: HeadFields, extra: list[bytes]) -> bytes:
     """The head for the client: HTTP/1.1, hop-by-hop fields (and those that Connection
     names) removed, then ``extra`` lines (framing, Connection, Set-Cookie) added."""
-    drop = HOP_BY_HOP
-    if fields.connection is not None:
-        named = {t.strip() for t in fields.connection.split(b",")} - {b"", b"close", b"keep-alive"}
+    return _rebuild(head, HOP_BY_HOP, fields.connection, extra, request=False)
+
+
+# Connection options that name no field (RFC 9110 section 7.6.1).
+_CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive", b"upgrade"})
+
+
+def _rebuild(
+    head: bytes, drop: frozenset[bytes], connection: bytes | None, extra: list[bytes],
+    *, request: bool,
+) -> bytes:
+    """A head as HTTP/1.1 without the fields in ``drop`` or named by ``connection``."""
+    if connection is not None:
+        named = {t.strip() for t in connection.split(b",")} - _CONNECTION_OPTIONS
         if named:
             drop = drop | named
     lines = head[:-4].split(b"\r\n")
-    out = [b"HTTP/1.1" + lines[0][8:]]
+    first = lines[0]
+    # A request line is METHOD SP target SP version (the target has no space); a status
+    # line is HTTP/1.x SP status SP reason.
+    out = [first[: first.rindex(b" ")] + b" HTTP/1.1" if request else b"HTTP/1.1" + first[8:]]
     for line in lines[1:]:
         if line.split(b":", 1)[0].lower() not in drop:
             out.append(line)
@@ -140,21 +154,7 @@ def scan_request(head: bytes) -> RequestFields:
 def rewrite_request(head: bytes, fields: RequestFields, extra: list[bytes]) -> bytes:
     """The head for the server: HTTP/1.1, hop-by-hop fields (and those Connection names)
     and the client's X-Forwarded-* removed, then ``extra`` lines added."""
-    drop = _REQUEST_DROP
-    if fields.connection is not None:
-        named = {t.strip() for t in fields.connection.split(b",")}
-        named -= {b"", b"close", b"keep-alive", b"upgrade"}
-        if named:
-            drop = drop | named
-    lines = head[:-4].split(b"\r\n")
-    request_line = lines[0]
-    out = [request_line[: request_line.rindex(b" ")] + b" HTTP/1.1"]
-    for line in lines[1:]:
-        if line.split(b":", 1)[0].lower() not in drop:
-            out.append(line)
-    out.extend(extra)
-    out.append(b"\r\n")
-    return b"\r\n".join(out)
+    return _rebuild(head, _REQUEST_DROP, fields.connection, extra, request=True)
 
 
 def header_value(head: bytes, lname: bytes) -> bytes | None:

@@ -17,10 +17,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Header name lengths worth lower-casing to compare: every hop-by-hop name and
-# Content-Length. Other names (most of them) skip the lower() on the hot path.
-RESPONSE_NAME_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP | {b"content-length"})
-
 # Methods that may be sent again when a server dropped the connection without answering
 # (RFC 9110 section 9.2.2); others reach another server only when nothing was sent.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -28,27 +24,12 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # Statuses whose response never has a body whatever its headers say.
 BODYLESS_STATUSES = frozenset({204, 304})
 
-CRLF = b"\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 
 
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (RFC 9112 section 7.1)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def connection_tokens(value: bytes) -> set[bytes]:
-    """The lower-cased tokens of a Connection header value."""
-    return {token.strip().lower() for token in value.split(b",") if token.strip()}
-
-
-def status_line(status: int, reason: bytes) -> bytes:
-    if not reason:
-        try:
-            reason = HTTPStatus(status).phrase.encode("latin-1")
-        except ValueError:
-            reason = b"Unknown"
-    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
 
 
 def error_response(status: int, detail: str, *, close: bool) -> bytes:
