@@ -23,6 +23,7 @@ from ninelives.http.downstream import Downstream, HttpContext, Route, expire_res
 from ninelives.http.idle import close_idle_clients, close_idle_upstreams
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
+from ninelives.tcp import Downstream as TcpDownstream
 from ninelives.tcp import tcp_protocol_factory
 
 log = logging.getLogger("ninelives.node")
@@ -46,6 +47,7 @@ class Node:
         loop = asyncio.get_running_loop()
         self.checkers = [HealthChecker(pool, loop) for pool in self.pools.values()]
         self.contexts: list[HttpContext] = []
+        self.tcp_connections: set[TcpDownstream] = set()
         self.servers: list[asyncio.Server] = []
         self.admin: asyncio.Server | None = None
         self.ready = False
@@ -84,7 +86,7 @@ class Node:
     ) -> Any:
         pool = self.pools[lc.pool]
         if lc.protocol == "tcp":
-            return tcp_protocol_factory(stats, pool, loop)
+            return tcp_protocol_factory(stats, pool, loop, self.tcp_connections)
         routes = tuple(
             Route(
                 host=r.match.host.lower().encode() if r.match.host else None,
@@ -144,11 +146,15 @@ class Node:
                 conn.shutdown()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
-        while loop.time() < end and any(ctx.connections for ctx in self.contexts):
-            await asyncio.sleep(0.05)
+        while loop.time() < end and self._open_connections():
+            await asyncio.sleep(SWEEP_TICK)
         for ctx in self.contexts:
             for conn in list(ctx.connections):
                 conn.transport.abort()
+        for tcp in list(self.tcp_connections):
+            tcp.transport.abort()  # a TCP stream has no request boundary to stop at
+            if tcp.upstream is not None:
+                tcp.upstream.transport.abort()
         if self.sweeper is not None:
             self.sweeper.cancel()
         for checker in self.checkers:
@@ -160,6 +166,9 @@ class Node:
                 for upstream in member.idle:
                     upstream.transport.close()
                 member.idle.clear()
+
+    def _open_connections(self) -> bool:
+        return bool(self.tcp_connections) or any(ctx.connections for ctx in self.contexts)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -48,13 +48,20 @@ LOW_WATER = 64 * 1024
 
 
 def tcp_protocol_factory(
-    stats: ListenerStats, pool: Pool, loop: asyncio.AbstractEventLoop
+    stats: ListenerStats,
+    pool: Pool,
+    loop: asyncio.AbstractEventLoop,
+    connections: set[Downstream] | None = None,
 ) -> Callable[[], asyncio.Protocol]:
-    """The protocol factory for ``loop.create_server`` of a TCP listener proxying to ``pool``."""
+    """The protocol factory for ``loop.create_server`` of a TCP listener proxying to ``pool``.
+
+    ``connections``, when given, holds every open client connection (for a graceful stop).
+    """
     hash_on_ip = pool.config.balance == "hash" and pool.hash_kind == "client_ip"
+    registry: set[Downstream] = connections if connections is not None else set()
 
     def factory() -> asyncio.Protocol:
-        return Downstream(stats, pool, loop, hash_on_ip)
+        return Downstream(stats, pool, loop, hash_on_ip, registry)
 
     return factory
 
@@ -85,13 +92,19 @@ class Downstream(asyncio.Protocol):
     __slots__ = (
         "client_eof", "closed", "connecting", "hash_on_ip", "idle_timer", "last_activity",
         "loop", "pending", "pool", "server", "server_eof", "stats", "transport", "upstream",
-        "upstream_failed",
+        "upstream_failed", "registry",
     )
 
     def __init__(
-        self, stats: ListenerStats, pool: Pool, loop: asyncio.AbstractEventLoop, hash_on_ip: bool
+        self,
+        stats: ListenerStats,
+        pool: Pool,
+        loop: asyncio.AbstractEventLoop,
+        hash_on_ip: bool,
+        registry: set[Downstream],
     ) -> None:
         self.stats = stats
+        self.registry = registry
         self.pool = pool
         self.loop = loop
         self.hash_on_ip = hash_on_ip
@@ -111,6 +124,7 @@ class Downstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.registry.add(self)
         stats = self.stats
         stats.connections += 1
         stats.active += 1
@@ -162,6 +176,7 @@ class Downstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.registry.discard(self)
         self.stats.active -= 1
         if self.idle_timer is not None:
             self.idle_timer.cancel()

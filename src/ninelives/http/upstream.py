@@ -73,9 +73,6 @@ class Upstream(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
-    def usable(self) -> bool:
-        return not self.closed and not self.transport.is_closing()
-
     def attach(self, ex: Exchange, down: Downstream) -> None:
         self.ex = ex
         self.down = down
@@ -229,6 +226,7 @@ class Upstream(asyncio.Protocol):
             if self.down.transport.can_write_eof():
                 self.down.transport.write_eof()
             return True
+        self.closed = True  # the server is done with it: never hand it out again
         return False
 
     def _take_head(self) -> bytes:
