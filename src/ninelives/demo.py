@@ -85,7 +85,6 @@ async def _client(port: int, phases: list[Phase], stop: asyncio.Event) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     while not stop.is_set():
-        phase = phases[-1]
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -97,13 +96,15 @@ async def _client(port: int, phases: list[Phase], stop: asyncio.Event) -> None:
                 if not data:
                     raise ConnectionResetError("connection closed")
                 response.parser.feed_data(data)
+            # Counted in the phase in which the answer came (a request in flight when a
+            # server was killed belongs to the phase that the kill started).
             status = response.parser.get_status_code()
             if status == 200:
-                phase.served_by[response.backend] += 1
+                phases[-1].served_by[response.backend] += 1
             else:
-                phase.failures[f"HTTP {status}"] += 1
+                phases[-1].failures[f"HTTP {status}"] += 1
         except (OSError, TimeoutError, httptools.HttpParserError) as exc:
-            phase.failures[type(exc).__name__] += 1
+            phases[-1].failures[type(exc).__name__] += 1
             if writer is not None:
                 writer.close()
             reader = writer = None
