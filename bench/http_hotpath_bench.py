@@ -8,6 +8,7 @@ to the data plane: `python bench/http_hotpath_bench.py`.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -53,7 +54,7 @@ class FakeTransport:
         pass
 
 
-def main(n: int = 200_000) -> None:
+def main(n: int = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000) -> None:
     loop = uvloop.new_event_loop()
     cfg = parse_config(
         "listeners: [{name: web, bind: 127.0.0.1:0, pool: app}]\n"

@@ -118,6 +118,13 @@ class Server:
 class Pool:
     """A named pool: tiers of servers in failover order, and the balancer over them."""
 
+    # Slots: the data plane reads several of these on every request.
+    __slots__ = (
+        "name", "config", "servers", "tiers", "by_name", "rng", "balancer", "sticky_cookie",
+        "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server", "awaiting",
+        "candidates", "active_tier",
+    )
+
     def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
         self.name = name
         self.config = config

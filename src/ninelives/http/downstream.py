@@ -239,7 +239,7 @@ class Downstream(asyncio.Protocol):
             self.reject(400, f"malformed request: {exc or type(exc).__name__}")
             return
         if self.body_parts:
-            self._take_body()
+            self._take_body(self.receiving)
         if self.receiving is None and 0 <= self.sync < self.pos:
             # The start of the next head is here but not its end: keep it for the next read.
             rest = self.ref[self.sync - self.ref_pos :]
@@ -277,6 +277,8 @@ class Downstream(asyncio.Protocol):
         if fields.upgrade is not None and parser.should_upgrade():
             ex.upgrade = True
             ex.keep_alive = False  # after a refused upgrade the connection cannot go on
+        elif not fields.chunked and not fields.length:
+            ex.complete = True  # no body: the head is the whole request
         self.receiving = ex
         if self.current is None:
             self.current = ex
@@ -289,9 +291,12 @@ class Downstream(asyncio.Protocol):
         ex = self.receiving
         if ex is None:
             return  # a request left unanswered (see on_headers_complete)
-        if self.body_parts:
-            self._take_body()
         self.receiving = None
+        if ex.complete:
+            self.sync = self.head_end  # a request without a body ends with its head
+            return
+        if self.body_parts:
+            self._take_body(ex)
         ex.complete = True
         fields = ex.fields
         if fields.chunked:
@@ -302,9 +307,8 @@ class Downstream(asyncio.Protocol):
         if ex.upstream is not None and not ex.responded and not ex.deadline:
             ex.upstream.arm(ex)
 
-    def _take_body(self) -> None:
+    def _take_body(self, ex: Exchange | None) -> None:
         parts = self.body_parts
-        ex = self.receiving
         if ex is None:
             parts.clear()
             return

