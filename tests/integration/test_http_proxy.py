@@ -29,6 +29,7 @@ from tests.support.node import (
     RssSampler,
     http_request,
     one_pool_config,
+    refuses_connections,
     request_bytes,
     wait_until,
 )
@@ -132,14 +133,9 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(harness: Harness) ->
     wait_until(lambda: a1.stats()["requests"].get("/slow", 0) >= 1, message="slow in flight")
     os.kill(node.pid, signal.SIGTERM)
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(addr, timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-    wait_until(refused, timeout=5, message="listener closed after SIGTERM")
+    wait_until(
+        lambda: refuses_connections(addr), timeout=5, message="listener closed after SIGTERM"
+    )
     worker.join(15)
     assert result == [b"slow"], result
     assert node.popen.wait(15) == 0

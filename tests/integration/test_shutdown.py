@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
-from tests.support.node import Harness, RawConn, one_pool_config, wait_until
+from tests.support.node import (
+    Harness,
+    RawConn,
+    one_pool_config,
+    refuses_connections,
+    wait_until,
+)
 
 
 def test_sigterm_lets_an_open_tcp_stream_finish_then_exits(harness: Harness) -> None:
@@ -23,14 +28,9 @@ def test_sigterm_lets_an_open_tcp_stream_finish_then_exits(harness: Harness) -> 
     assert conn.read_response().body == b"a1"
     os.kill(node.pid, signal.SIGTERM)
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(addr, timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-    wait_until(refused, timeout=5, message="TCP listener closed after SIGTERM")
+    wait_until(
+        lambda: refuses_connections(addr), timeout=5, message="TCP listener closed after SIGTERM"
+    )
     # The stream that was open keeps working while the node waits for it ...
     conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert conn.read_response().body == b"a1"

@@ -53,6 +53,15 @@ def wait_until(
     return last
 
 
+def refuses_connections(addr: Addr) -> bool:
+    """True once nothing listens at ``addr`` any more (a stopped listener)."""
+    try:
+        socket.create_connection(addr, timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def parse_addr(text: str) -> Addr:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
