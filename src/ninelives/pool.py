@@ -49,6 +49,18 @@ class LatencyHistogram:
         self.sum += seconds
 
 
+def observe_pair(first: LatencyHistogram, second: LatencyHistogram, seconds: float) -> None:
+    """Observe one request in two histograms (its listener's and its pool's) with one
+    bucket search: this runs once per request."""
+    index = bisect_left(LATENCY_BUCKETS, seconds)
+    first.counts[index] += 1
+    first.total += 1
+    first.sum += seconds
+    second.counts[index] += 1
+    second.total += 1
+    second.sum += seconds
+
+
 class Server:
     """One upstream server of a pool: its address, runtime state and counters."""
 

@@ -34,6 +34,7 @@ import httptools
 
 from ninelives.http.exchange import Exchange, cookie_value
 from ninelives.http.heads import (
+    PLAIN_REQUEST,
     all_values,
     header_value,
     request_target,
@@ -43,7 +44,7 @@ from ninelives.http.heads import (
 from ninelives.http.messages import LAST_CHUNK, chunk, error_response
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
 from ninelives.listener import ListenerStats
-from ninelives.pool import Pool, Server
+from ninelives.pool import Pool, Server, observe_pair
 
 # Reasons to pause reading from the client, as bits (several may hold at once).
 PAUSE_PIPELINE = 1  # a later pipelined request waits for the current one
@@ -94,7 +95,7 @@ class Downstream(asyncio.Protocol):
         "ctx", "loop", "stats", "transport", "parser", "client_ip", "forwarded",
         "pos", "ref", "ref_pos", "sync", "head_end", "partial", "receiving", "body_parts",
         "on_body", "begun", "on_message_begin", "current", "pending", "paused", "closed",
-        "closing", "tunnel", "upgrade_buffer", "last_active",
+        "closing", "tunnel", "upgrade_buffer", "last_active", "seen_head", "seen_fields",
     )
 
     def __init__(self, ctx: HttpContext) -> None:
@@ -131,6 +132,10 @@ class Downstream(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.upgrade_buffer: list[bytes] | None = None
         self.last_active = 0.0
+        # The last request head scanned and what the scan found: clients repeat their
+        # heads often, and comparing bytes costs a fraction of scanning them.
+        self.seen_head = b""
+        self.seen_fields = PLAIN_REQUEST
 
     # -- connection events -----------------------------------------------------------------
 
@@ -273,7 +278,12 @@ class Downstream(asyncio.Protocol):
             ref[start:end], parser.get_method(),
             parser.should_keep_alive() and not self.closing, self.loop.time(),
         )
-        fields = ex.fields = scan_request(ex.head)
+        head = ex.head
+        if head == self.seen_head:
+            fields = ex.fields = self.seen_fields
+        else:
+            fields = ex.fields = self.seen_fields = scan_request(head)
+            self.seen_head = head
         if fields.upgrade is not None and parser.should_upgrade():
             ex.upgrade = True
             ex.keep_alive = False  # after a refused upgrade the connection cannot go on
@@ -495,11 +505,9 @@ class Downstream(asyncio.Protocol):
         if ex.deadline:
             _clear_deadline(ex)
         ex.upstream = None
-        elapsed = self.loop.time() - ex.started
-        self.stats.latency.observe(elapsed)
         pool = ex.pool
         if pool is not None:
-            pool.latency.observe(elapsed)
+            observe_pair(self.stats.latency, pool.latency, self.loop.time() - ex.started)
         if ex.server is not None:
             ex.server.active -= 1
         self.current = None
@@ -527,10 +535,8 @@ class Downstream(asyncio.Protocol):
             _clear_deadline(ex)
             if ex.server is not None:
                 ex.server.active -= 1
-            elapsed = self.loop.time() - ex.started
-            self.stats.latency.observe(elapsed)
             if ex.pool is not None:
-                ex.pool.latency.observe(elapsed)
+                observe_pair(self.stats.latency, ex.pool.latency, self.loop.time() - ex.started)
         for data in buffered:
             if data:
                 upstream.transport.write(data)

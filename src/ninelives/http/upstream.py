@@ -38,6 +38,7 @@ class Upstream(asyncio.Protocol):
         "server", "loop", "transport", "parser", "ex", "down", "data", "head_at", "partial",
         "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
         "reads_paused", "tunnel", "uses", "body_parts", "on_body", "last_active",
+        "seen_head", "seen_fields",
     )
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,6 +67,11 @@ class Upstream(asyncio.Protocol):
         self.tunnel = False
         self.uses = 0  # exchanges carried, so a failure on a reused connection is known
         self.last_active = loop.time()  # last byte read, or when it went back to the pool
+        # The last head scanned on this connection and what the scan found: a server tends
+        # to send the same head again (only Date changes, once a second), and comparing
+        # bytes costs a fraction of scanning them.
+        self.seen_head = b""
+        self.seen_fields: HeadFields | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -226,7 +232,11 @@ class Upstream(asyncio.Protocol):
         end = self.head_at = data.index(b"\r\n\r\n", start) + 4
         head = data[start:end]
         status = self.status = self.parser.get_status_code()
-        fields = scan(head)
+        if head == self.seen_head and self.seen_fields is not None:
+            fields = self.seen_fields
+        else:
+            fields = self.seen_fields = scan(head)
+            self.seen_head = head
         if status < 200 and status != 101:
             # 100 Continue, 103 Early Hints: relay, then wait for the final response. An
             # HTTP/1.0 client must not get one (RFC 9110 section 15.2).
