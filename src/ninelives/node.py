@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from ninelives import __version__
+from ninelives import __version__, runtime_state
 from ninelives.admin import start_admin
 from ninelives.config import Config, ListenerConfig
 from ninelives.health import HealthChecker
@@ -44,6 +44,12 @@ class Node:
             ListenerStats(lc.name, lc.protocol, lc.pool) for lc in config.listeners
         ]
         self.admin_address = ""
+        # Drain, maint and weights set at runtime survive a restart (kept under state_dir).
+        self.state_path = config.node.state_dir / runtime_state.FILE_NAME
+        for line in runtime_state.restore(self.state_path, self.pools):
+            log.info("%s", line)
+        for pool in self.pools.values():
+            pool.on_admin_change.append(self._save_state)
         loop = asyncio.get_running_loop()
         self.checkers = [HealthChecker(pool, loop) for pool in self.pools.values()]
         self.contexts: list[HttpContext] = []
@@ -166,6 +172,12 @@ class Node:
                 for upstream in member.idle:
                     upstream.transport.close()
                 member.idle.clear()
+
+    def _save_state(self, pool: Pool) -> None:
+        try:
+            runtime_state.save(self.state_path, self.pools.values())
+        except OSError as exc:
+            log.error("could not save server state to %s: %s", self.state_path, exc)
 
     def _open_connections(self) -> bool:
         return bool(self.tcp_connections) or any(ctx.connections for ctx in self.contexts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +135,7 @@ class Pool:
     __slots__ = (
         "name", "config", "servers", "tiers", "by_name", "rng", "balancer", "sticky_cookie",
         "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server", "awaiting",
-        "candidates", "active_tier",
+        "candidates", "active_tier", "on_admin_change",
     )
 
     def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
@@ -168,6 +169,8 @@ class Pool:
         self.awaiting: set[Any] = set()
         self.candidates: tuple[Server, ...] = ()
         self.active_tier: int | None = None
+        # Called after an operator's change (state, weight), e.g. to save it to disk.
+        self.on_admin_change: list[Callable[[Pool], None]] = []
         self.refresh()
 
     def refresh(self) -> None:
@@ -215,12 +218,16 @@ class Pool:
         target = self.by_name[server]
         target.admin_state = state
         self.refresh()
+        for callback in self.on_admin_change:
+            callback(self)
         return target
 
     def set_weight(self, server: str, weight: int) -> Server:
         target = self.by_name[server]
         target.weight = weight
         self.refresh()
+        for callback in self.on_admin_change:
+            callback(self)
         return target
 
     def set_health(self, server: Server, healthy: bool, reason: str) -> bool:
