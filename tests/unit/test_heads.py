@@ -114,6 +114,24 @@ def test_scan_keep_alive_value_in_any_case_is_plain() -> None:
     assert fields.connection == b"keep-alive"
 
 
+def test_scan_keep_alive_said_twice_is_still_plain() -> None:
+    fields = scan(
+        head(
+            "HTTP/1.1 200 OK",
+            "Connection: keep-alive",
+            "Content-Length: 1",
+            "Connection: keep-alive",
+        )
+    )
+    assert fields == HeadFields(
+        has_length=True,
+        chunked=False,
+        upgrade=None,
+        connection=b"keep-alive,keep-alive",
+        plain=True,
+    )
+
+
 def test_scan_several_connection_fields_are_joined() -> None:
     fields = scan(
         head("HTTP/1.1 200 OK", "Connection: keep-alive", "Content-Length: 1", "Connection: X-A")

@@ -61,7 +61,9 @@ def scan(head: bytes) -> HeadFields:
         elif lname == b"upgrade":
             upgrade = header_value(head, b"upgrade")  # as the server wrote it
     if plain and has_length:
-        return _PLAIN_WITH_LENGTH[connection]
+        made = _PLAIN_WITH_LENGTH.get(connection)  # not for "keep-alive" said twice
+        if made is not None:
+            return made
     return HeadFields(has_length, chunked, upgrade, connection, plain)
 
 
