@@ -41,7 +41,7 @@ from ninelives.http.heads import (
     rewrite_request,
     scan_request,
 )
-from ninelives.http.messages import LAST_CHUNK, chunk, error_response
+from ninelives.http.messages import LAST_CHUNK, error_response, framed
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool, Server, observe_pair
@@ -166,7 +166,7 @@ class Downstream(asyncio.Protocol):
             ex.finished = True
             if not ex.responded:
                 self.stats.responses[0] += 1
-            _clear_deadline(ex)
+            ex.clear_deadline()
             upstream = ex.upstream
             if upstream is not None:
                 # The response was not (fully) read: that connection can never be reused.
@@ -322,10 +322,7 @@ class Downstream(asyncio.Protocol):
         if ex is None:
             parts.clear()
             return
-        if ex.fields.chunked:
-            data = b"".join([chunk(part) for part in parts])
-        else:
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = framed(parts, chunked=ex.fields.chunked)
         parts.clear()
         self._send_body(ex, data)
 
@@ -451,7 +448,7 @@ class Downstream(asyncio.Protocol):
 
     def retry_fresh(self, ex: Exchange, server: Server) -> None:
         """Resend ``ex`` to ``server`` on a new connection (its reused one was stale)."""
-        _clear_deadline(ex)
+        ex.clear_deadline()
         ex.upstream = None
         self.loop.create_task(self.connect(ex, server))
 
@@ -461,7 +458,7 @@ class Downstream(asyncio.Protocol):
         Only called when resending is safe: nothing was sent (connect failure), or the
         request is idempotent, has no body, and no byte of a response came back.
         """
-        _clear_deadline(ex)
+        ex.clear_deadline()
         if ex.tried is None:
             ex.tried = []
         ex.tried.append(server)
@@ -475,7 +472,7 @@ class Downstream(asyncio.Protocol):
         self.respond_error(ex, 502, detail)
 
     def on_response_timeout(self, ex: Exchange) -> None:
-        _clear_deadline(ex)
+        ex.clear_deadline()
         if ex.finished or ex.responded:
             return
         server = ex.server
@@ -501,15 +498,7 @@ class Downstream(asyncio.Protocol):
         """``ex`` is answered: account for it, then close or go on with the next request."""
         if ex.finished:
             return
-        ex.finished = True
-        if ex.deadline:
-            _clear_deadline(ex)
-        ex.upstream = None
-        pool = ex.pool
-        if pool is not None:
-            observe_pair(self.stats.latency, pool.latency, self.loop.time() - ex.started)
-        if ex.server is not None:
-            ex.server.active -= 1
+        self._settle(ex)
         self.current = None
         if self.paused:
             self.resume(PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
@@ -523,6 +512,17 @@ class Downstream(asyncio.Protocol):
             self.current = nxt
             self.start(nxt)
 
+    def _settle(self, ex: Exchange) -> None:
+        """``ex`` is over for accounting: its latency observed, its server freed."""
+        ex.finished = True
+        ex.clear_deadline()
+        ex.upstream = None
+        pool = ex.pool
+        if pool is not None:
+            observe_pair(self.stats.latency, pool.latency, self.loop.time() - ex.started)
+        if ex.server is not None:
+            ex.server.active -= 1
+
     def start_tunnel(self, upstream: Upstream) -> None:
         """The server accepted the upgrade (101): relay raw bytes both ways from now on."""
         ex = self.current
@@ -531,12 +531,7 @@ class Downstream(asyncio.Protocol):
         self.upgrade_buffer = None
         if ex is not None:
             self.current = None
-            ex.finished = True
-            _clear_deadline(ex)
-            if ex.server is not None:
-                ex.server.active -= 1
-            if ex.pool is not None:
-                observe_pair(self.stats.latency, ex.pool.latency, self.loop.time() - ex.started)
+            self._settle(ex)
         for data in buffered:
             if data:
                 upstream.transport.write(data)
@@ -567,13 +562,6 @@ class Downstream(asyncio.Protocol):
             self.close()
         elif self.current is not None:
             self.current.keep_alive = False
-
-
-def _clear_deadline(ex: Exchange) -> None:
-    if ex.deadline:
-        ex.deadline = 0.0
-        if ex.pool is not None:
-            ex.pool.awaiting.discard(ex)
 
 
 def expire_responses(pool: Pool, now: float) -> int:

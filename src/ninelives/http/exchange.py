@@ -48,6 +48,13 @@ class Exchange:
         self.finished = False
         self.is_head = method == b"HEAD"
 
+    def clear_deadline(self) -> None:
+        """The response head came (or the exchange ended): stop timing it."""
+        if self.deadline:
+            self.deadline = 0.0
+            if self.pool is not None:
+                self.pool.awaiting.discard(self)
+
     @property
     def expects_body(self) -> bool:
         return self.fields.chunked or self.fields.length > 0

@@ -32,6 +32,13 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def framed(parts: list[bytes], *, chunked: bool) -> bytes:
+    """Body bytes collected by llhttp, as they go on: as chunks, or as they came."""
+    if chunked:
+        return b"".join([chunk(part) for part in parts])
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def error_response(status: int, detail: str, *, close: bool) -> bytes:
     """A complete plain-text response the proxy writes itself (400, 502, 503, 504...).
 

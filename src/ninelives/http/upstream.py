@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from ninelives.http.heads import HeadFields, rewrite, scan
-from ninelives.http.messages import BODYLESS_STATUSES, IDEMPOTENT, LAST_CHUNK, chunk
+from ninelives.http.messages import BODYLESS_STATUSES, IDEMPOTENT, LAST_CHUNK, framed
 
 if TYPE_CHECKING:
     from ninelives.http.downstream import Downstream
@@ -245,10 +245,7 @@ class Upstream(asyncio.Protocol):
             return
         self.awaiting_head = False
         self.fields = fields
-        ex.deadline = 0.0
-        pool = ex.pool
-        assert pool is not None and ex.server is not None
-        pool.awaiting.discard(ex)
+        ex.clear_deadline()
         close = not ex.keep_alive or down.closing
         if status == 101 or ex.is_head or status in BODYLESS_STATUSES:
             self.framing = FRAME_NONE
@@ -305,12 +302,7 @@ class Upstream(asyncio.Protocol):
         """Send what llhttp collected of the body (and the pending head, and ``tail``)."""
         parts = self.body_parts
         framing = self.framing
-        if framing == FRAME_RAW:
-            body = parts[0] if len(parts) == 1 else b"".join(parts)
-        elif framing == FRAME_CHUNKED:
-            body = b"".join([chunk(part) for part in parts])
-        else:
-            body = b""
+        body = b"" if framing == FRAME_NONE else framed(parts, chunked=framing == FRAME_CHUNKED)
         parts.clear()
         head = self.head
         if head is not None:
