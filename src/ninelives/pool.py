@@ -28,6 +28,10 @@ class AdminState(StrEnum):
     MAINT = "maint"  # no traffic at all
 
 
+# Servers one request (http) or connection (tcp) may be sent to when they fail before
+# anything was answered: the first choice and two fallbacks.
+FAILOVER_ATTEMPTS = 3
+
 # Upper bounds (seconds) of the latency histogram buckets, as Prometheus expects them.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

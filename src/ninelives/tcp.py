@@ -5,8 +5,9 @@ is the client side, :class:`Upstream` the server side. Bytes go through untouche
 
 - Server choice: ``pool.pick`` keyed on the client IP when the pool balances by
   ``hash`` on ``client_ip``. A failed connect (refused, unreachable, connect timeout) is
-  retried on the next available server: nothing was sent yet, so it is always safe. At most
-  as many attempts as there were candidates; when all fail the client is closed (a client
+  retried on another server (``Pool.fallback``: the rest of the tier, then the next tier),
+  as HTTP does: nothing was sent yet, so it is always safe. At most ``FAILOVER_ATTEMPTS``
+  servers are tried; when all fail the client is closed (a client
   that already sent bytes, left unread, may see a reset rather than an EOF).
 - Backpressure: when one side's write buffer passes :data:`HIGH_WATER` (``pause_writing``),
   reading from the other side pauses until it drains below :data:`LOW_WATER`. A client that
@@ -34,6 +35,8 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
+
+from ninelives.pool import FAILOVER_ATTEMPTS
 
 if TYPE_CHECKING:
     from ninelives.listener import ListenerStats
@@ -64,19 +67,6 @@ def tcp_protocol_factory(
         return Downstream(stats, pool, loop, hash_on_ip, registry)
 
     return factory
-
-
-def next_server(candidates: tuple[Server, ...], tried: list[Server]) -> Server | None:
-    """The server to try after a failed connect: the next candidate not tried yet."""
-    if not candidates:
-        return None
-    last = tried[-1]
-    start = candidates.index(last) + 1 if last in candidates else 0
-    for offset in range(len(candidates)):
-        server = candidates[(start + offset) % len(candidates)]
-        if server not in tried:
-            return server
-    return None
 
 
 def _shutdown_write(transport: asyncio.Transport) -> None:
@@ -195,7 +185,6 @@ class Downstream(asyncio.Protocol):
 
     async def _connect(self, server: Server) -> None:
         pool = self.pool
-        attempts = max(1, len(pool.candidates))
         timeout = pool.config.timeouts.connect
         tried: list[Server] = []
         while True:
@@ -219,9 +208,10 @@ class Downstream(asyncio.Protocol):
                     logger.debug(
                         "pool %s server %s: connect failed: %r", pool.name, server.name, exc
                     )
-            if self.closed or len(tried) >= attempts:
+            if self.closed or len(tried) >= FAILOVER_ATTEMPTS:
                 break
-            following = next_server(pool.candidates, tried)
+            # The same fallback as HTTP: the rest of the tier, then the next tier.
+            following = pool.fallback(tried)
             if following is None:
                 break
             server = following

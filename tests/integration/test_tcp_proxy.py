@@ -264,9 +264,11 @@ def test_slow_client_backpressure_bounds_proxy_buffers(
             reader, writer = await proxy.connect()
             # The proof that the proxy stopped reading the server: the server cannot send.
             await until(
-                lambda: bool(backend.writers)
-                and backend.writers[0].transport.get_write_buffer_size() > 0
-                and upstream_paused,
+                lambda: (
+                    bool(backend.writers)
+                    and backend.writers[0].transport.get_write_buffer_size() > 0
+                    and upstream_paused
+                ),
                 "the backend to be blocked by the proxy",
             )
             assert most_buffered <= HIGH_WATER + 512 * 1024, most_buffered
@@ -399,6 +401,35 @@ def test_refused_backend_is_skipped(run: Callable[[Coroutine[Any, Any, None]], N
         finally:
             proxy.stop()
             await live.stop()
+
+    run(scenario())
+
+
+def test_dead_primary_tier_falls_over_to_the_backup(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    async def scenario() -> None:
+        backup = await Backend("b1", hello).start()
+        servers = (
+            server_line("d1", dead_port())
+            + "\n"
+            + server_line("d2", dead_port())
+            + "\n"
+            + server_line("b1", backup.port, True)
+        )
+        proxy = await make_proxy(servers).start()
+        try:
+            # No health checks run here: the primaries still count as up, and every connect
+            # to them is refused. Nothing was sent, so the backup tier takes the client.
+            reader, writer = await proxy.connect()
+            assert await read_line(reader) == "b1"
+            writer.close()
+            await until(proxy.idle, "the client connection to be closed")
+            assert [s.failures for s in proxy.pool.servers] == [1, 1, 0]
+            assert proxy.stats.responses[2] == 1
+        finally:
+            proxy.stop()
+            await backup.stop()
 
     run(scenario())
 

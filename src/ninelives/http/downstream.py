@@ -44,7 +44,7 @@ from ninelives.http.heads import (
 from ninelives.http.messages import LAST_CHUNK, error_response, framed
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
 from ninelives.listener import ListenerStats
-from ninelives.pool import Pool, Server, observe_pair
+from ninelives.pool import FAILOVER_ATTEMPTS, Pool, Server, observe_pair
 
 # Reasons to pause reading from the client, as bits (several may hold at once).
 PAUSE_PIPELINE = 1  # a later pipelined request waits for the current one
@@ -54,7 +54,6 @@ PAUSE_UPGRADE = 8  # tunnel bytes wait for the server's 101
 BUFFER_LIMIT = 256 * 1024  # body bytes kept while no server connection is ready
 WRITE_HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024  # a request head larger than this is refused (431)
-MAX_ATTEMPTS = 3  # servers one request may be sent to (connect failures, resets)
 CRLF_BYTES = frozenset(b"\r\n")
 
 
@@ -464,7 +463,7 @@ class Downstream(asyncio.Protocol):
         ex.tried.append(server)
         pool = ex.pool
         assert pool is not None
-        if len(ex.tried) < MAX_ATTEMPTS:
+        if len(ex.tried) < FAILOVER_ATTEMPTS:
             other = pool.fallback(ex.tried)
             if other is not None:
                 self.assign(ex, other)
