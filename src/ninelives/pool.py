@@ -39,31 +39,22 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 
 class LatencyHistogram:
-    """A histogram cheap enough to observe on every request (one bisect, two adds)."""
+    """A histogram cheap enough to observe on every request: one bisect, two adds (the
+    proxy does them inline; ``observe`` is the same for everything else)."""
 
-    __slots__ = ("counts", "total", "sum")
+    __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.total = 0
         self.sum = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
 
     def observe(self, seconds: float) -> None:
         self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total += 1
         self.sum += seconds
-
-
-def observe_pair(first: LatencyHistogram, second: LatencyHistogram, seconds: float) -> None:
-    """Observe one request in two histograms (its listener's and its pool's) with one
-    bucket search: this runs once per request."""
-    index = bisect_left(LATENCY_BUCKETS, seconds)
-    first.counts[index] += 1
-    first.total += 1
-    first.sum += seconds
-    second.counts[index] += 1
-    second.total += 1
-    second.sum += seconds
 
 
 class Server:
@@ -72,7 +63,7 @@ class Server:
     __slots__ = (
         "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
         "admin_state", "healthy", "health_reason", "active", "requests", "responses",
-        "failures", "idle", "pool",
+        "failures", "idle", "conns", "pool",
     )
 
     def __init__(
@@ -97,6 +88,9 @@ class Server:
         self.responses = [0, 0, 0, 0, 0, 0]
         self.failures = 0
         self.idle: list[Any] = []  # idle keep-alive upstream connections, most recent last
+        # Every open HTTP connection to this server, idle or carrying a request: the sweep
+        # looks here for overdue responses (a few connections, not every request).
+        self.conns: set[Any] = set()
 
     def is_available(self) -> bool:
         """May new clients be sent here?"""
@@ -138,8 +132,8 @@ class Pool:
     # Slots: the data plane reads several of these on every request.
     __slots__ = (
         "name", "config", "servers", "tiers", "by_name", "rng", "balancer", "sticky_cookie",
-        "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server", "awaiting",
-        "candidates", "active_tier", "on_admin_change",
+        "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server",
+        "response_timeout", "candidates", "active_tier", "on_admin_change",
     )
 
     def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
@@ -167,10 +161,7 @@ class Pool:
         self.plain = self.sticky_cookie is None and not self.keyed  # no per-request lookups
         self.latency = LatencyHistogram()
         self.no_server = 0  # requests answered 503 because nothing was available
-        # Requests sent to a server and waiting for its response head (each carries its
-        # deadline). A sweep every tick over these few beats a timer per request; a set,
-        # not a queue of every request, so nothing outlives its response.
-        self.awaiting: set[Any] = set()
+        self.response_timeout = config.timeouts.response  # read on every request
         self.candidates: tuple[Server, ...] = ()
         self.active_tier: int | None = None
         # Called after an operator's change (state, weight), e.g. to save it to disk.

@@ -54,8 +54,18 @@ NGINX = head(
 def test_scan_plain_nginx_head() -> None:
     fields = scan(NGINX)
     assert fields == HeadFields(
-        has_length=True, chunked=False, upgrade=None, connection=b"keep-alive", plain=True
+        has_length=True, chunked=False, upgrade=None, connection=b"keep-alive", plain=True,
+        passthrough=True,
     )
+
+
+def test_scan_passthrough_needs_an_http11_status_line_and_a_plain_head_with_length() -> None:
+    assert scan(head("HTTP/1.0 200 OK", "Content-Length: 2")).passthrough is False
+    assert scan(head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked")).passthrough is False
+    assert scan(head("HTTP/1.1 200 OK", "Content-Length: 2", "Connection: close")).passthrough \
+        is False
+    assert scan(head("HTTP/1.1 200 OK")).passthrough is False  # close-delimited body
+    assert scan(head("HTTP/1.1 200 OK", "Content-Length: 2")).passthrough is True
 
 
 def test_scan_without_any_connection_field_is_plain() -> None:
@@ -129,6 +139,7 @@ def test_scan_keep_alive_said_twice_is_still_plain() -> None:
         upgrade=None,
         connection=b"keep-alive,keep-alive",
         plain=True,
+        passthrough=True,
     )
 
 
@@ -150,7 +161,7 @@ def test_scan_text_inside_a_value_does_not_count() -> None:
             "Link: <https://x.test/>; rel=preload, connection:upgrade",
         )
     )
-    assert fields == HeadFields(True, False, None, None, True)
+    assert fields == HeadFields(True, False, None, None, True, True)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +190,7 @@ def test_scan_a_name_that_only_starts_or_ends_with_a_hop_by_hop_name_is_end_to_e
 ) -> None:
     raw = head("HTTP/1.1 200 OK", "Content-Length: 2", field, "Connection: keep-alive")
     fields = scan(raw)
-    assert fields == HeadFields(True, False, None, b"keep-alive", True), field
+    assert fields == HeadFields(True, False, None, b"keep-alive", True, True), field
     # And a rewrite (made for another reason) keeps it.
     out = rewrite(raw, fields, [b"Connection: close"])
     assert field.encode() in lines(out), out

@@ -26,6 +26,7 @@ piling up.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -44,7 +45,7 @@ from ninelives.http.heads import (
 from ninelives.http.messages import LAST_CHUNK, error_response, framed
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
 from ninelives.listener import ListenerStats
-from ninelives.pool import FAILOVER_ATTEMPTS, Pool, Server, observe_pair
+from ninelives.pool import FAILOVER_ATTEMPTS, LATENCY_BUCKETS, Pool, Server
 
 # Reasons to pause reading from the client, as bits (several may hold at once).
 PAUSE_PIPELINE = 1  # a later pipelined request waits for the current one
@@ -94,7 +95,8 @@ class Downstream(asyncio.Protocol):
         "ctx", "loop", "stats", "transport", "parser", "client_ip", "forwarded",
         "pos", "ref", "ref_pos", "sync", "head_end", "partial", "receiving", "body_parts",
         "on_body", "begun", "on_message_begin", "current", "pending", "paused", "closed",
-        "closing", "tunnel", "upgrade_buffer", "last_active", "seen_head", "seen_fields",
+        "closing", "tunnel", "upgrade_buffer", "swept_pos", "quiet_since", "seen_head",
+        "seen_fields",
     )
 
     def __init__(self, ctx: HttpContext) -> None:
@@ -130,7 +132,10 @@ class Downstream(asyncio.Protocol):
         self.closing = False  # answer the current request, then close (shutdown, errors)
         self.tunnel: Upstream | None = None
         self.upgrade_buffer: list[bytes] | None = None
-        self.last_active = 0.0
+        # Bytes read (``pos``) as the idle sweep last saw them, and since when unchanged:
+        # idleness is found by the sweep without a clock read per socket read.
+        self.swept_pos = 0
+        self.quiet_since = 0.0
         # The last request head scanned and what the scan found: clients repeat their
         # heads often, and comparing bytes costs a fraction of scanning them.
         self.seen_head = b""
@@ -149,7 +154,7 @@ class Downstream(asyncio.Protocol):
         self.stats.connections += 1
         self.stats.active += 1
         self.ctx.connections.add(self)
-        self.last_active = self.loop.time()
+        self.quiet_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -165,7 +170,7 @@ class Downstream(asyncio.Protocol):
             ex.finished = True
             if not ex.responded:
                 self.stats.responses[0] += 1
-            ex.clear_deadline()
+            ex.deadline = 0.0
             upstream = ex.upstream
             if upstream is not None:
                 # The response was not (fully) read: that connection can never be reused.
@@ -214,7 +219,6 @@ class Downstream(asyncio.Protocol):
     # -- reading requests ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
             return
@@ -330,7 +334,10 @@ class Downstream(asyncio.Protocol):
         if upstream is not None and ex is self.current and not ex.finished:
             upstream.transport.write(data)
         elif not ex.finished:
-            ex.body.append(data)
+            if ex.body is None:
+                ex.body = [data]
+            else:
+                ex.body.append(data)
             ex.body_size += len(data)
             if ex.body_size > BUFFER_LIMIT:
                 self.pause(PAUSE_BUFFERED)
@@ -385,15 +392,28 @@ class Downstream(asyncio.Protocol):
         self.loop.create_task(self.connect(ex, server))
 
     def send_request(self, ex: Exchange, upstream: Upstream) -> None:
-        upstream.attach(ex, self)
+        """Send ``ex`` on ``upstream``, which carries it from now until its response ends."""
+        upstream.ex = ex
+        upstream.down = self
+        upstream.uses += 1
+        # The response head starts with the next bytes read (this may run while the
+        # previous response's last bytes are being parsed: nothing of those belongs to it).
+        upstream.awaiting_head = True
+        upstream.data = b""
+        upstream.head_at = 0
+        upstream.partial = None
+        ex.upstream = upstream
+        if ex.complete:
+            # The whole request is sent with its head: its response head is due from now.
+            ex.deadline = self.loop.time() + upstream.server.pool.response_timeout
         fields = ex.fields
         if fields.plain and ex.http11:
             head = ex.head[:-2] + self.forwarded
         else:
             head = self._rewrite_head(ex)
-        if ex.body:
+        if ex.body is not None:
             head += b"".join(ex.body)
-            ex.body.clear()
+            ex.body = None
             ex.body_size = 0
             self.resume(PAUSE_BUFFERED)
         upstream.transport.write(head)
@@ -447,7 +467,7 @@ class Downstream(asyncio.Protocol):
 
     def retry_fresh(self, ex: Exchange, server: Server) -> None:
         """Resend ``ex`` to ``server`` on a new connection (its reused one was stale)."""
-        ex.clear_deadline()
+        ex.deadline = 0.0
         ex.upstream = None
         self.loop.create_task(self.connect(ex, server))
 
@@ -457,7 +477,7 @@ class Downstream(asyncio.Protocol):
         Only called when resending is safe: nothing was sent (connect failure), or the
         request is idempotent, has no body, and no byte of a response came back.
         """
-        ex.clear_deadline()
+        ex.deadline = 0.0
         if ex.tried is None:
             ex.tried = []
         ex.tried.append(server)
@@ -471,7 +491,7 @@ class Downstream(asyncio.Protocol):
         self.respond_error(ex, 502, detail)
 
     def on_response_timeout(self, ex: Exchange) -> None:
-        ex.clear_deadline()
+        ex.deadline = 0.0
         if ex.finished or ex.responded:
             return
         server = ex.server
@@ -493,11 +513,12 @@ class Downstream(asyncio.Protocol):
             ex.keep_alive = False
         self.finish(ex)
 
-    def finish(self, ex: Exchange) -> None:
-        """``ex`` is answered: account for it, then close or go on with the next request."""
+    def finish(self, ex: Exchange, now: float | None = None) -> None:
+        """``ex`` is answered (at loop time ``now``): account for it, then close or go on
+        with the next request."""
         if ex.finished:
             return
-        self._settle(ex)
+        self._settle(ex, self.loop.time() if now is None else now)
         self.current = None
         if self.paused:
             self.resume(PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
@@ -511,16 +532,25 @@ class Downstream(asyncio.Protocol):
             self.current = nxt
             self.start(nxt)
 
-    def _settle(self, ex: Exchange) -> None:
+    def _settle(self, ex: Exchange, now: float) -> None:
         """``ex`` is over for accounting: its latency observed, its server freed."""
         ex.finished = True
-        ex.clear_deadline()
+        ex.deadline = 0.0
         ex.upstream = None
         pool = ex.pool
         if pool is not None:
-            observe_pair(self.stats.latency, pool.latency, self.loop.time() - ex.started)
-        if ex.server is not None:
-            ex.server.active -= 1
+            # Into the listener's and the pool's histograms, one bucket search for both.
+            seconds = now - ex.started
+            index = bisect_left(LATENCY_BUCKETS, seconds)
+            latency = self.stats.latency
+            latency.counts[index] += 1
+            latency.sum += seconds
+            latency = pool.latency
+            latency.counts[index] += 1
+            latency.sum += seconds
+        server = ex.server
+        if server is not None:
+            server.active -= 1
 
     def start_tunnel(self, upstream: Upstream) -> None:
         """The server accepted the upgrade (101): relay raw bytes both ways from now on."""
@@ -530,7 +560,7 @@ class Downstream(asyncio.Protocol):
         self.upgrade_buffer = None
         if ex is not None:
             self.current = None
-            self._settle(ex)
+            self._settle(ex, self.loop.time())
         for data in buffered:
             if data:
                 upstream.transport.write(data)
@@ -566,12 +596,15 @@ class Downstream(asyncio.Protocol):
 def expire_responses(pool: Pool, now: float) -> int:
     """Answer 504 for every request of ``pool`` whose response head is overdue.
 
-    Only requests in flight are looked at (a few, not every request ever sent).
-    Returns how many timed out.
+    Only connections to the pool's servers are looked at (a few, not every request ever
+    sent). Returns how many timed out.
     """
-    overdue = [ex for ex in pool.awaiting if ex.deadline <= now]
+    overdue = [
+        up.ex for server in pool.servers for up in server.conns
+        if up.ex is not None and 0.0 < up.ex.deadline <= now
+    ]
     for ex in overdue:
-        pool.awaiting.discard(ex)
+        ex.deadline = 0.0
         upstream = ex.upstream
         if upstream is not None and upstream.down is not None:
             upstream.down.on_response_timeout(ex)

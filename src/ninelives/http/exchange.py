@@ -34,7 +34,7 @@ class Exchange:
         self.upgrade = False  # a real upgrade request (Connection: upgrade + Upgrade)
         # Request body bytes (already framed for the server) not yet written to it: the
         # server connection is not ready yet, or the request waits behind a pipelined one.
-        self.body: list[bytes] = []
+        self.body: list[bytes] | None = None
         self.body_size = 0
         self.complete = False  # the whole request has been received from the client
         self.pool: Pool | None = None
@@ -47,13 +47,6 @@ class Exchange:
         self.tried: list[Any] | None = None  # servers that failed, on retry only
         self.finished = False
         self.is_head = method == b"HEAD"
-
-    def clear_deadline(self) -> None:
-        """The response head came (or the exchange ended): stop timing it."""
-        if self.deadline:
-            self.deadline = 0.0
-            if self.pool is not None:
-                self.pool.awaiting.discard(self)
 
     @property
     def expects_body(self) -> bool:

@@ -32,12 +32,16 @@ class HeadFields:
     upgrade: bytes | None
     connection: bytes | None  # the Connection value, lower-case, several joined by ","
     plain: bool  # nothing hop-by-hop but at most "Connection: keep-alive"
+    # An HTTP/1.1 status line, plain, Content-Length: the head can reach an HTTP/1.1
+    # keep-alive client exactly as it came (the common case, decided once per head).
+    passthrough: bool = False
 
 
 # The usual outcomes, made once: building a frozen dataclass per response costs ~1 us.
 _PLAIN_WITH_LENGTH = {
-    None: HeadFields(True, False, None, None, True),
-    b"keep-alive": HeadFields(True, False, None, b"keep-alive", True),
+    (connection, http11): HeadFields(True, False, None, connection, True, http11)
+    for connection in (None, b"keep-alive")
+    for http11 in (False, True)
 }
 
 
@@ -61,9 +65,11 @@ def scan(head: bytes) -> HeadFields:
         elif lname == b"upgrade":
             upgrade = header_value(head, b"upgrade")  # as the server wrote it
     if plain and has_length:
-        made = _PLAIN_WITH_LENGTH.get(connection)  # not for "keep-alive" said twice
+        http11 = head.startswith(b"HTTP/1.1 ")
+        made = _PLAIN_WITH_LENGTH.get((connection, http11))  # not for "keep-alive" twice
         if made is not None:
             return made
+        return HeadFields(has_length, chunked, upgrade, connection, plain, http11)
     return HeadFields(has_length, chunked, upgrade, connection, plain)
 
 

@@ -20,16 +20,21 @@ def close_idle_clients(ctx: HttpContext, now: float) -> int:
         if conn.tunnel is not None:
             continue  # a tunnel (WebSocket) belongs to its two ends
         ex = conn.current
+        if ex is not None or conn.pos != conn.swept_pos:
+            conn.swept_pos = conn.pos
+            conn.quiet_since = now  # busy, or read something since the last sweep
+        elif now - conn.quiet_since > limit:
+            conn.close()
+            closed += 1
         if ex is None:
-            if now - conn.last_active > limit:
-                conn.close()
-                closed += 1
             continue
         upstream = ex.upstream
-        if (
-            upstream is not None and ex.responded and not upstream.reads_paused
-            and now - upstream.last_active > limit
-        ):
+        if upstream is None or not ex.responded or upstream.reads_paused:
+            continue
+        if upstream.reads != upstream.swept_reads:
+            upstream.swept_reads = upstream.reads
+            upstream.quiet_since = now
+        elif now - upstream.quiet_since > limit:
             # The server went silent mid-response (not paused by a slow client).
             upstream.abandon()
             conn.transport.abort()
@@ -42,7 +47,7 @@ def close_idle_upstreams(pool: Pool, now: float) -> int:
     limit = pool.config.timeouts.idle
     closed = 0
     for server in pool.servers:
-        stale = [up for up in server.idle if now - up.last_active > limit]
+        stale = [up for up in server.idle if now - up.idle_since > limit]
         for upstream in stale:
             server.idle.remove(upstream)
             upstream.closed = True

@@ -23,6 +23,8 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 
 # Statuses whose response never has a body whatever its headers say.
 BODYLESS_STATUSES = frozenset({204, 304})
+# Final statuses whose response body is framed by its own headers.
+BODY_STATUSES = frozenset(range(200, 600)) - BODYLESS_STATUSES
 
 LAST_CHUNK = b"0\r\n\r\n"
 

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from ninelives.http.heads import HeadFields, rewrite, scan
-from ninelives.http.messages import BODYLESS_STATUSES, IDEMPOTENT, LAST_CHUNK, framed
+from ninelives.http.messages import (
+    BODY_STATUSES,
+    BODYLESS_STATUSES,
+    IDEMPOTENT,
+    LAST_CHUNK,
+    framed,
+)
 
 if TYPE_CHECKING:
     from ninelives.http.downstream import Downstream
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
 WRITE_HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024  # a response head larger than this is refused (502), as HAProxy does
 PAUSE_UPSTREAM_FULL = 2  # the Downstream pause reason this connection's backpressure sets
+# What ``seen_head`` (empty, never a real head) stands for before the first response.
+UNSEEN = HeadFields(False, False, None, None, False)
 
 # How the response body is framed towards the client.
 FRAME_NONE = 0  # no body (HEAD, 1xx, 204, 304)
@@ -37,8 +45,8 @@ class Upstream(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "ex", "down", "data", "head_at", "partial",
         "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
-        "reads_paused", "tunnel", "uses", "body_parts", "on_body", "last_active",
-        "seen_head", "seen_fields",
+        "reads_paused", "tunnel", "uses", "body_parts", "on_body", "idle_since", "reads",
+        "swept_reads", "quiet_since", "seen_head", "seen_fields",
     )
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,40 +74,30 @@ class Upstream(asyncio.Protocol):
         self.reads_paused = False
         self.tunnel = False
         self.uses = 0  # exchanges carried, so a failure on a reused connection is known
-        self.last_active = loop.time()  # last byte read, or when it went back to the pool
+        self.idle_since = loop.time()  # when it went back to its server's idle list
+        # Reads so far, and as the idle sweep last saw them: a response whose server went
+        # silent mid-body is found by the sweep without a clock read per socket read.
+        self.reads = 0
+        self.swept_reads = 0
+        self.quiet_since = 0.0
         # The last head scanned on this connection and what the scan found: a server tends
         # to send the same head again (only Date changes, once a second), and comparing
         # bytes costs a fraction of scanning them.
         self.seen_head = b""
-        self.seen_fields: HeadFields | None = None
+        self.seen_fields = UNSEEN
 
     # -- life cycle ------------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-
-    def attach(self, ex: Exchange, down: Downstream) -> None:
-        self.ex = ex
-        self.down = down
-        self.uses += 1
-        self.awaiting_head = True
-        # The next head starts with the next bytes read (attach may run while the previous
-        # response's last bytes are being parsed: nothing of those belongs to it).
-        self.data = b""
-        self.head_at = 0
-        self.partial = None
-        ex.upstream = self
-        if ex.complete:
-            self.arm(ex)
+        self.server.conns.add(self)
 
     def arm(self, ex: Exchange) -> None:
-        """The whole request is sent: from now on its response head is due within
-        ``timeouts.response`` (a long upload does not eat into that time)."""
-        pool = ex.pool
-        assert pool is not None
-        ex.deadline = self.loop.time() + pool.config.timeouts.response
-        pool.awaiting.add(ex)
+        """The rest of the request body is sent: from now on its response head is due
+        within ``timeouts.response`` (a long upload does not eat into that time).
+        ``expire_responses`` finds it through ``Server.conns``."""
+        ex.deadline = self.loop.time() + self.server.pool.response_timeout
 
     def abandon(self) -> None:
         """The exchange is over before its response was read: this socket is unusable."""
@@ -111,6 +109,7 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.server.conns.discard(self)
         idle = self.server.idle
         if self in idle:
             idle.remove(self)
@@ -186,7 +185,7 @@ class Upstream(asyncio.Protocol):
             self.closed = True
             self.transport.close()
             return
-        self.last_active = self.loop.time()
+        self.reads += 1
         if self.awaiting_head:
             self.data = data
             self.head_at = 0
@@ -220,7 +219,8 @@ class Upstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.ex
         down = self.down
-        assert ex is not None and down is not None
+        if TYPE_CHECKING:
+            assert ex is not None and down is not None
         # The raw bytes of the head llhttp has just accepted: in this read, or begun in
         # an earlier one (``partial``).
         data = self.data
@@ -232,20 +232,45 @@ class Upstream(asyncio.Protocol):
         end = self.head_at = data.index(b"\r\n\r\n", start) + 4
         head = data[start:end]
         status = self.status = self.parser.get_status_code()
-        if head == self.seen_head and self.seen_fields is not None:
+        if head == self.seen_head:
             fields = self.seen_fields
         else:
             fields = self.seen_fields = scan(head)
             self.seen_head = head
-        if status < 200 and status != 101:
+        if (
+            fields.passthrough and status in BODY_STATUSES and ex.keep_alive and ex.http11
+            and not ex.is_head and not ex.set_cookie and not down.closing
+        ):
+            # The common case: the head goes to the client as it came, with the body.
+            self.framing = FRAME_RAW
+            self.head = head
+        elif status < 200 and status != 101:
             # 100 Continue, 103 Early Hints: relay, then wait for the final response. An
             # HTTP/1.0 client must not get one (RFC 9110 section 15.2).
             if ex.http11:
                 self._write(rewrite(head, fields, []))
             return
+        else:
+            self._frame(ex, down, head, fields, status)
         self.awaiting_head = False
         self.fields = fields
-        ex.clear_deadline()
+        ex.deadline = 0.0  # the response head came: no more response timeout
+        ex.responded = True
+        klass = status // 100
+        down.stats.responses[klass] += 1
+        self.server.responses[klass] += 1
+        if ex.is_head and status != 101:
+            # llhttp cannot be told that a HEAD response has no body: end it here and give
+            # the connection a fresh parser, so a Content-Length does not eat the next reply.
+            self.on_message_complete()
+            self.reset_parser = True
+
+    def _frame(
+        self, ex: Exchange, down: Downstream, head: bytes, fields: HeadFields, status: int
+    ) -> None:
+        """How the response body goes to the client, and the head it gets with it (any
+        response but the common case of ``on_headers_complete``)."""
+        self.fields = fields
         close = not ex.keep_alive or down.closing
         if status == 101 or ex.is_head or status in BODYLESS_STATUSES:
             self.framing = FRAME_NONE
@@ -267,15 +292,6 @@ class Upstream(asyncio.Protocol):
             self.head = rewrite(head, fields, self._extra(ex, status, close))
         if close:
             ex.keep_alive = False
-        ex.responded = True
-        klass = status // 100
-        down.stats.responses[klass] += 1
-        self.server.responses[klass] += 1
-        if ex.is_head and status != 101:
-            # llhttp cannot be told that a HEAD response has no body: end it here and give
-            # the connection a fresh parser, so a Content-Length does not eat the next reply.
-            self.reset_parser = True
-            self._complete()
 
     def _extra(self, ex: Exchange, status: int, close: bool) -> list[bytes]:
         """Header lines this hop adds to a rewritten head."""
@@ -315,16 +331,27 @@ class Upstream(asyncio.Protocol):
             down.transport.write(body)
 
     def on_message_complete(self) -> None:
+        """The response is complete: send what is left of it, pool the connection (or
+        close it) and let the client connection go on."""
         if self.awaiting_head or self.status == 101 or self.reset_parser:
             return  # after a 1xx; a 101 becomes a tunnel; a HEAD response already ended
-        self._complete()
-
-    def _complete(self) -> None:
         ex = self.ex
         down = self.down
         if ex is None or down is None:
             return
-        self._relay_body(LAST_CHUNK if self.framing == FRAME_CHUNKED else b"")
+        if self.framing == FRAME_RAW:  # the common case, inline: one write, head and body
+            parts = self.body_parts
+            head = self.head
+            if head is not None:
+                self.head = None
+                data = head + b"".join(parts) if parts else head
+            else:
+                data = b"".join(parts)
+            parts.clear()
+            if data and not down.closed:
+                down.transport.write(data)
+        else:
+            self._relay_body(LAST_CHUNK if self.framing == FRAME_CHUNKED else b"")
         # Keep the connection for the next request, or close it.
         self.ex = None
         self.down = None
@@ -332,16 +359,17 @@ class Upstream(asyncio.Protocol):
         if self.reads_paused:
             self.reads_paused = False
             self.transport.resume_reading()
+        now = self.loop.time()
         if (
             ex.complete and not self.closed
             and self.parser.should_keep_alive() and not self.transport.is_closing()
         ):
-            self.last_active = self.loop.time()
+            self.idle_since = now
             self.server.idle.append(self)
         else:
             self.closed = True
             self.transport.close()
-        down.finish(ex)
+        down.finish(ex, now)
 
     def _write(self, data: bytes) -> None:
         down = self.down
