@@ -277,25 +277,24 @@ class Downstream(asyncio.Protocol):
             self.reject(431, f"request head larger than {MAX_HEAD} bytes")
             return
         self.head_end = self.ref_pos + end
-        ex = Exchange(
-            ref[start:end], parser.get_method(),
-            parser.should_keep_alive() and not self.closing, self.loop.time(),
-        )
-        head = ex.head
+        head = ref[start:end]
         if head == self.seen_head:
-            fields = ex.fields = self.seen_fields
+            fields = self.seen_fields
         else:
-            fields = ex.fields = self.seen_fields = scan_request(head)
+            fields = self.seen_fields = scan_request(head)
             self.seen_head = head
+        ex = Exchange(
+            head, fields, parser.get_method(), parser.should_keep_alive() and not self.closing,
+            self.loop.time(),
+        )
         if fields.upgrade is not None and parser.should_upgrade():
             ex.upgrade = True
+            ex.complete = False  # what follows the head belongs to the tunnel
             ex.keep_alive = False  # after a refused upgrade the connection cannot go on
-        elif not fields.chunked and not fields.length:
-            ex.complete = True  # no body: the head is the whole request
         self.receiving = ex
         if self.current is None:
             self.current = ex
-            self.start(ex)
+            self.dispatch(ex)
         else:
             self.pending.append(ex)
             self.pause(PAUSE_PIPELINE)
@@ -344,20 +343,31 @@ class Downstream(asyncio.Protocol):
 
     # -- answering -------------------------------------------------------------------------
 
-    def start(self, ex: Exchange) -> None:
-        """Begin answering ``ex``: choose a pool and a server and send the request."""
-        self.stats.requests += 1
-        ctx = self.ctx
-        pool = ex.pool = ctx.route(ex.head) if ctx.routes else ctx.pool
-        # Plain pools (no cookie, no hash) skip every per-request lookup.
-        server = (
-            pool.balancer.pick(pool.candidates, None) if pool.plain else self.choose(pool, ex)
-        )
+    def dispatch(self, ex: Exchange, server: Server | None = None) -> None:
+        """Send ``ex`` to ``server``, or (a new request) to the server its pool chooses."""
         if server is None:
-            pool.no_server += 1
-            self.respond_error(ex, 503, f'no server available in pool "{pool.name}"')
-            return
-        self.assign(ex, server)
+            self.stats.requests += 1
+            ctx = self.ctx
+            pool = ex.pool = ctx.route(ex.head) if ctx.routes else ctx.pool
+            # Plain pools (no cookie, no hash) skip every per-request lookup.
+            server = (
+                pool.balancer.pick(pool.candidates, None) if pool.plain
+                else self.choose(pool, ex)
+            )
+            if server is None:
+                pool.no_server += 1
+                self.respond_error(ex, 503, f'no server available in pool "{pool.name}"')
+                return
+        ex.server = server
+        server.active += 1
+        server.requests += 1
+        idle = server.idle
+        while idle:
+            upstream: Upstream = idle.pop()
+            if not upstream.closed:
+                self.send_request(ex, upstream)
+                return
+        self.loop.create_task(self.connect(ex, server))
 
     def choose(self, pool: Pool, ex: Exchange) -> Server | None:
         cookies = all_values(ex.head, b"cookie")
@@ -378,18 +388,6 @@ class Downstream(asyncio.Protocol):
             elif cookies:
                 key = cookie_value(cookies, pool.hash_name)
         return pool.pick(key)
-
-    def assign(self, ex: Exchange, server: Server) -> None:
-        ex.server = server
-        server.active += 1
-        server.requests += 1
-        idle = server.idle
-        while idle:
-            upstream: Upstream = idle.pop()
-            if not upstream.closed:
-                self.send_request(ex, upstream)
-                return
-        self.loop.create_task(self.connect(ex, server))
 
     def send_request(self, ex: Exchange, upstream: Upstream) -> None:
         """Send ``ex`` on ``upstream``, which carries it from now until its response ends."""
@@ -486,7 +484,7 @@ class Downstream(asyncio.Protocol):
         if len(ex.tried) < FAILOVER_ATTEMPTS:
             other = pool.fallback(ex.tried)
             if other is not None:
-                self.assign(ex, other)
+                self.dispatch(ex, other)
                 return
         self.respond_error(ex, 502, detail)
 
@@ -514,33 +512,17 @@ class Downstream(asyncio.Protocol):
         self.finish(ex)
 
     def finish(self, ex: Exchange, now: float | None = None) -> None:
-        """``ex`` is answered (at loop time ``now``): account for it, then close or go on
-        with the next request."""
+        """``ex`` is answered (at loop time ``now``): account for it (latency, its server
+        freed), then close, or go on with the next request."""
         if ex.finished:
             return
-        self._settle(ex, self.loop.time() if now is None else now)
-        self.current = None
-        if self.paused:
-            self.resume(PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
-        if not ex.keep_alive or not ex.complete or self.closing or self.closed:
-            self.close()
-            return
-        if self.pending:
-            nxt = self.pending.pop(0)
-            if not self.pending:
-                self.resume(PAUSE_PIPELINE)
-            self.current = nxt
-            self.start(nxt)
-
-    def _settle(self, ex: Exchange, now: float) -> None:
-        """``ex`` is over for accounting: its latency observed, its server freed."""
         ex.finished = True
         ex.deadline = 0.0
         ex.upstream = None
         pool = ex.pool
         if pool is not None:
             # Into the listener's and the pool's histograms, one bucket search for both.
-            seconds = now - ex.started
+            seconds = (self.loop.time() if now is None else now) - ex.started
             index = bisect_left(LATENCY_BUCKETS, seconds)
             latency = self.stats.latency
             latency.counts[index] += 1
@@ -551,6 +533,20 @@ class Downstream(asyncio.Protocol):
         server = ex.server
         if server is not None:
             server.active -= 1
+        self.current = None
+        if self.tunnel is not None:
+            return  # the connection carries a tunnel from now on (start_tunnel)
+        if self.paused:
+            self.resume(PAUSE_UPSTREAM_FULL | PAUSE_BUFFERED)
+        if not ex.keep_alive or not ex.complete or self.closing or self.closed:
+            self.close()
+            return
+        if self.pending:
+            nxt = self.pending.pop(0)
+            if not self.pending:
+                self.resume(PAUSE_PIPELINE)
+            self.current = nxt
+            self.dispatch(nxt)
 
     def start_tunnel(self, upstream: Upstream) -> None:
         """The server accepted the upgrade (101): relay raw bytes both ways from now on."""
@@ -559,8 +555,7 @@ class Downstream(asyncio.Protocol):
         buffered = self.upgrade_buffer or []
         self.upgrade_buffer = None
         if ex is not None:
-            self.current = None
-            self._settle(ex, self.loop.time())
+            self.finish(ex)
         for data in buffered:
             if data:
                 upstream.transport.write(data)

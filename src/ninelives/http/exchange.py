@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ninelives.http.heads import PLAIN_REQUEST, RequestFields
+from ninelives.http.heads import RequestFields
 
 if TYPE_CHECKING:
     from ninelives.http.upstream import Upstream
@@ -24,19 +24,24 @@ class Exchange:
         "deadline", "tried", "finished", "is_head",
     )
 
-    def __init__(self, head: bytes, method: bytes, keep_alive: bool, started: float) -> None:
+    def __init__(
+        self, head: bytes, fields: RequestFields, method: bytes, keep_alive: bool,
+        started: float,
+    ) -> None:
         self.head = head  # the raw request head as the client sent it (llhttp accepted it)
+        self.fields = fields
         self.method = method
         line_end = head.index(b"\r\n")
         self.http11 = head[line_end - 3 : line_end] == b"1.1"
         self.keep_alive = keep_alive
-        self.fields: RequestFields = PLAIN_REQUEST
         self.upgrade = False  # a real upgrade request (Connection: upgrade + Upgrade)
         # Request body bytes (already framed for the server) not yet written to it: the
         # server connection is not ready yet, or the request waits behind a pipelined one.
         self.body: list[bytes] | None = None
         self.body_size = 0
-        self.complete = False  # the whole request has been received from the client
+        # The whole request has been received from the client (so far: the head, when
+        # there is no body).
+        self.complete = fields.bodyless
         self.pool: Pool | None = None
         self.server: Server | None = None
         self.upstream: Upstream | None = None

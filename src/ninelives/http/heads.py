@@ -10,7 +10,7 @@ goes to the client as it came, which is what makes the hot path cheap.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ninelives.http.messages import HOP_BY_HOP
 
@@ -126,6 +126,10 @@ class RequestFields:
     connection: bytes | None
     forwarded_for: bytes | None  # X-Forwarded-For values already present, joined
     plain: bool  # nothing to drop or merge: the raw head can be forwarded
+    bodyless: bool = field(init=False)  # neither Content-Length nor chunked: no body
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bodyless", not self.chunked and not self.length)
 
 
 PLAIN_REQUEST = RequestFields(0, False, None, None, None, True)
