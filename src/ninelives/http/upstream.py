@@ -45,6 +45,7 @@ class Upstream(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "ex", "down", "data", "head_at", "partial",
         "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
+        "body_due",
         "reads_paused", "tunnel", "uses", "body_parts", "on_body", "idle_since", "reads",
         "swept_reads", "quiet_since", "seen_head", "seen_fields",
     )
@@ -71,6 +72,8 @@ class Upstream(asyncio.Protocol):
         self.status = 0
         self.closed = False
         self.reset_parser = False
+        # A final response head (not 101) went through and the end of its body is due.
+        self.body_due = False
         self.reads_paused = False
         self.tunnel = False
         self.uses = 0  # exchanges carried, so a failure on a reused connection is known
@@ -103,6 +106,7 @@ class Upstream(asyncio.Protocol):
         """The exchange is over before its response was read: this socket is unusable."""
         self.ex = None
         self.down = None
+        self.body_due = False
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -253,6 +257,7 @@ class Upstream(asyncio.Protocol):
         else:
             self._frame(ex, down, head, fields, status)
         self.awaiting_head = False
+        self.body_due = status != 101
         self.fields = fields
         ex.deadline = 0.0  # the response head came: no more response timeout
         ex.responded = True
@@ -333,12 +338,13 @@ class Upstream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """The response is complete: send what is left of it, pool the connection (or
         close it) and let the client connection go on."""
-        if self.awaiting_head or self.status == 101 or self.reset_parser:
+        if not self.body_due:
             return  # after a 1xx; a 101 becomes a tunnel; a HEAD response already ended
+        self.body_due = False
         ex = self.ex
         down = self.down
-        if ex is None or down is None:
-            return
+        if TYPE_CHECKING:
+            assert ex is not None and down is not None
         if self.framing == FRAME_RAW:  # the common case, inline: one write, head and body
             parts = self.body_parts
             head = self.head
