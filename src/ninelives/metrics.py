@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Label values for ``responses[k]``: k = 0 is "no response", 1..5 are status classes.
 CODES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
-SERVER_STATES = ("up", "down", "drain", "maint")
+SERVER_STATES = ("up", "down", "ejected", "drain", "maint")
 # repr() of these bounds is what prometheus_client's own histograms write ("0.0005", "1.0").
 _BUCKET_LABELS = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")
 
@@ -173,6 +173,23 @@ class _PoolFamilies:
             "Requests answered 503 because no server was available.",
             labels=["pool"],
         )
+        self.ejections = CounterMetricFamily(
+            "ninelives_server_ejections",
+            "Times live traffic ejected the server (outlier detection).",
+            labels=server,
+        )
+        self.retries = CounterMetricFamily(
+            "ninelives_pool_retries",
+            "Requests sent again to another server, by cause "
+            "(connect-failure, timeout, reset, or the status).",
+            labels=["pool", "cause"],
+        )
+        self.retry_outcomes = CounterMetricFamily(
+            "ninelives_pool_retry_outcomes",
+            "How retried requests ended (answered, failed), and retries refused "
+            "(budget: the retry budget was spent; exhausted: no attempts left).",
+            labels=["pool", "outcome"],
+        )
 
     def add_pool(self, pool: Pool) -> None:
         name = pool.name
@@ -190,6 +207,7 @@ class _PoolFamilies:
             for state in SERVER_STATES:
                 self.state.add_metric([name, s.name, state], 1 if state == current else 0)
             self.weight.add_metric([name, s.name], s.weight)
+            self.ejections.add_metric([name, s.name], s.times_ejected)
         for provider, totals in by_provider.items():
             for code, count in zip(CODES, totals, strict=True):
                 self.provider_requests.add_metric([name, provider, code], count)
@@ -197,11 +215,15 @@ class _PoolFamilies:
         self.available.add_metric([name], len(pool.candidates))
         self.active_tier.add_metric([name], -1 if pool.active_tier is None else pool.active_tier)
         self.no_server.add_metric([name], pool.no_server)
+        for cause, count in sorted(pool.retries.items()):
+            self.retries.add_metric([name, cause], count)
+        for outcome, count in pool.retry_outcomes.items():
+            self.retry_outcomes.add_metric([name, outcome], count)
 
     def all(self) -> list[Metric]:
         return [
             self.server_requests, self.provider_requests, self.failures, self.active, self.up,
             self.state, self.weight, self.duration, self.available, self.active_tier,
-            self.no_server,
+            self.no_server, self.ejections, self.retries, self.retry_outcomes,
         ]
 

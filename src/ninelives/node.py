@@ -120,6 +120,7 @@ class Node:
             now = loop.time()
             for pool in self.pools.values():
                 expire_responses(pool, now)
+                pool.expire_ejections(now)
             if now < next_idle_sweep:
                 continue
             next_idle_sweep = now + idle_period

@@ -7,6 +7,7 @@ server's availability changes (health, drain/maint, weight), never per request.
 
 from __future__ import annotations
 
+import logging
 import random
 from bisect import bisect_left
 from collections.abc import Callable
@@ -15,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from ninelives.address import Address
 from ninelives.balance import Balancer, make_balancer
+from ninelives.units import format_duration
 
 if TYPE_CHECKING:
     from ninelives.config import PoolConfig
+
+logger = logging.getLogger("ninelives.pool")
 
 
 class AdminState(StrEnum):
@@ -28,9 +32,6 @@ class AdminState(StrEnum):
     MAINT = "maint"  # no traffic at all
 
 
-# Servers one request (http) or connection (tcp) may be sent to when they fail before
-# anything was answered: the first choice and two fallbacks.
-FAILOVER_ATTEMPTS = 3
 
 # Upper bounds (seconds) of the latency histogram buckets, as Prometheus expects them.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -63,7 +64,8 @@ class Server:
     __slots__ = (
         "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
         "admin_state", "healthy", "health_reason", "active", "requests", "responses",
-        "failures", "idle", "conns", "pool",
+        "failures", "idle", "conns", "pool", "ejected", "ejected_until", "times_ejected",
+        "eject_reason", "fail_streak", "ok_mark",
     )
 
     def __init__(
@@ -91,20 +93,42 @@ class Server:
         # Every open HTTP connection to this server, idle or carrying a request: the sweep
         # looks here for overdue responses (a few connections, not every request).
         self.conns: set[Any] = set()
+        # Outlier ejection (passive detection): out of rotation until ``ejected_until``
+        # (loop time). The failure streak is counted without a write per success: it is
+        # consecutive while no response of class 1-4 came since the last failure (``ok_mark``
+        # holds their count at that failure).
+        self.ejected = False
+        self.ejected_until = 0.0
+        self.times_ejected = 0
+        self.eject_reason = ""
+        self.fail_streak = 0
+        self.ok_mark = 0
 
     def is_available(self) -> bool:
         """May new clients be sent here?"""
-        return self.healthy and self.admin_state is AdminState.READY and self.weight > 0
+        return (
+            self.healthy and not self.ejected and self.admin_state is AdminState.READY
+            and self.weight > 0
+        )
 
     def accepts_pinned(self) -> bool:
         """May a client already pinned here (sticky cookie) keep coming?"""
-        return self.healthy and self.admin_state is not AdminState.MAINT and self.weight > 0
+        return (
+            self.healthy and not self.ejected and self.admin_state is not AdminState.MAINT
+            and self.weight > 0
+        )
 
     @property
     def state(self) -> str:
         if self.admin_state is not AdminState.READY:
             return self.admin_state.value
-        return "up" if self.healthy else "down"
+        if not self.healthy:
+            return "down"
+        return "ejected" if self.ejected else "up"
+
+    @property
+    def reason(self) -> str:
+        return self.eject_reason if self.ejected and self.healthy else self.health_reason
 
     def status(self) -> dict[str, Any]:
         return {
@@ -115,7 +139,8 @@ class Server:
             "state": self.state,
             "admin_state": self.admin_state.value,
             "healthy": self.healthy,
-            "reason": self.health_reason,
+            "reason": self.reason,
+            "times_ejected": self.times_ejected,
             "weight": self.weight,
             "config_weight": self.config_weight,
             "active": self.active,
@@ -133,7 +158,8 @@ class Pool:
     __slots__ = (
         "name", "config", "servers", "tiers", "by_name", "rng", "balancer", "sticky_cookie",
         "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server",
-        "response_timeout", "candidates", "active_tier", "on_admin_change",
+        "response_timeout", "candidates", "max_tries", "retry_on", "retry_methods",
+        "retrying", "retries", "retry_outcomes", "ejections", "active_tier", "on_admin_change",
     )
 
     def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
@@ -162,6 +188,16 @@ class Pool:
         self.latency = LatencyHistogram()
         self.no_server = 0  # requests answered 503 because nothing was available
         self.response_timeout = config.timeouts.response  # read on every request
+        retries = config.retries
+        self.max_tries = retries.attempts + 1  # servers one request may be sent to
+        self.retry_on = frozenset(retries.on)
+        self.retry_methods = frozenset(m.encode() for m in retries.methods)
+        self.retrying = 0  # requests in flight that are being retried (the budget's count)
+        self.retries: dict[str, int] = {}  # retries sent, by cause
+        # How retried requests ended: answered (by a server, below 500), failed (another
+        # error), budget (a retry was refused by the budget), exhausted (no tries left).
+        self.retry_outcomes = dict.fromkeys(("answered", "failed", "budget", "exhausted"), 0)
+        self.ejections = 0
         self.candidates: tuple[Server, ...] = ()
         self.active_tier: int | None = None
         # Called after an operator's change (state, weight), e.g. to save it to disk.
@@ -199,6 +235,60 @@ class Pool:
             if untried:
                 return untried[self.rng.randrange(len(untried))]
         return None
+
+    def may_retry(self) -> bool:
+        """Does the retry budget allow one more request in retry? It is a share of the
+        requests in flight, with a floor, so a sick pool is not flooded with retries."""
+        active = sum(s.active for s in self.servers)
+        retries = self.config.retries
+        return self.retrying < max(retries.min_retries, retries.budget * active)
+
+    # -- passive detection (outlier ejection) ------------------------------------------------
+
+    def record_failure(self, server: Server, now: float, what: str) -> bool:
+        """Live traffic saw ``server`` fail (connect failure, timeout, reset, 5xx): count
+        the streak and eject the server when it is long enough. True when ejected now."""
+        outlier = self.config.outlier
+        if not outlier.enabled or server.ejected:
+            return False
+        ok = server.responses[1] + server.responses[2] + server.responses[3]
+        ok += server.responses[4]
+        if ok != server.ok_mark:
+            server.ok_mark = ok
+            server.fail_streak = 0  # a good response came in between: a new streak
+        server.fail_streak += 1
+        if server.fail_streak < outlier.consecutive_failures:
+            return False
+        ejected = sum(1 for s in self.servers if s.ejected)
+        if ejected >= max(1, int(len(self.servers) * outlier.max_ejected)):
+            return False  # the cap: ejecting more would overload the rest
+        server.times_ejected += 1
+        self.ejections += 1
+        seconds = min(outlier.ejection * server.times_ejected, outlier.max_ejection)
+        server.ejected = True
+        server.ejected_until = now + seconds
+        server.fail_streak = 0
+        server.eject_reason = (
+            f"ejected for {format_duration(seconds)}: "
+            f"{outlier.consecutive_failures} consecutive failures, last: {what}"
+        )
+        logger.warning("server %s/%s %s", self.name, server.name, server.eject_reason)
+        self.refresh()
+        return True
+
+    def expire_ejections(self, now: float) -> None:
+        """Put back servers whose ejection is over. One that is down by its active check
+        stays out until the check passes (``rise`` times)."""
+        back = [s for s in self.servers if s.ejected and s.ejected_until <= now]
+        for server in back:
+            server.ejected = False
+            server.fail_streak = 0
+            logger.warning(
+                "server %s/%s back from ejection (%s)", self.name, server.name,
+                "up" if server.healthy else "still down by its health check",
+            )
+        if back:
+            self.refresh()
 
     def pinned(self, name: bytes) -> Server | None:
         """The server a sticky cookie names, if it may still take that client."""

@@ -6,8 +6,8 @@ is the client side, :class:`Upstream` the server side. Bytes go through untouche
 - Server choice: ``pool.pick`` keyed on the client IP when the pool balances by
   ``hash`` on ``client_ip``. A failed connect (refused, unreachable, connect timeout) is
   retried on another server (``Pool.fallback``: the rest of the tier, then the next tier),
-  as HTTP does: nothing was sent yet, so it is always safe. At most ``FAILOVER_ATTEMPTS``
-  servers are tried; when all fail the client is closed (a client
+  as HTTP does: nothing was sent yet, so it is always safe. At most ``retries.attempts``
+  + 1 servers are tried; when all fail the client is closed (a client
   that already sent bytes, left unread, may see a reset rather than an EOF).
 - Backpressure: when one side's write buffer passes :data:`HIGH_WATER` (``pause_writing``),
   reading from the other side pauses until it drains below :data:`LOW_WATER`. A client that
@@ -35,8 +35,6 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
-
-from ninelives.pool import FAILOVER_ATTEMPTS
 
 if TYPE_CHECKING:
     from ninelives.listener import ListenerStats
@@ -204,11 +202,15 @@ class Downstream(asyncio.Protocol):
                 server.failures += 1
                 server.responses[0] += 1
                 self._release()
+                reason = "timed out" if isinstance(exc, TimeoutError) else (
+                    exc.strerror.lower() if exc.strerror else type(exc).__name__
+                )
+                pool.record_failure(server, self.loop.time(), f"connect: {reason}")
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug(
                         "pool %s server %s: connect failed: %r", pool.name, server.name, exc
                     )
-            if self.closed or len(tried) >= FAILOVER_ATTEMPTS:
+            if self.closed or len(tried) >= pool.max_tries:
                 break
             # The same fallback as HTTP: the rest of the tier, then the next tier.
             following = pool.fallback(tried)

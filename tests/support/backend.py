@@ -9,7 +9,7 @@ connections the proxy opened).
 Endpoints: ``/`` (the name, after ``--delay`` seconds), ``/echo`` (the request as JSON),
 ``/upload`` (length and sha256 of the body, read streaming), ``/download?size=N[&cl=1]``
 (N deterministic bytes streamed in 64 KiB pieces), ``/status/NNN``, ``/slow?delay=S``,
-``/ws`` (websocket echo), ``/healthz`` (200, or 503 while sick), ``/admin/sick``,
+``/ws`` (websocket echo), ``/healthz`` and ``/flaky`` (200, or 503 while sick), ``/admin/sick``,
 ``/admin/well``, ``/admin/stats``, ``/admin/release`` (lets ``/upload?hold=1`` read its
 body), ``/close`` (``Connection: close``), ``/reset`` (abort without a response),
 ``/garbage`` (a malformed status line, then close).
@@ -194,6 +194,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def flaky(request: web.Request) -> web.Response:
+    """503 while sick (health checks aside), else 200: the name and the body's length."""
+    body = await request.read()
+    if request.app[STATE].sick:
+        return web.Response(status=503, text="sick")
+    return web.Response(text=f"{request.app[STATE].name} {len(body)}")
+
+
 async def healthz(request: web.Request) -> web.Response:
     if request.app[STATE].sick:
         return web.Response(status=503, text="sick")
@@ -269,6 +277,7 @@ def make_app(name: str, delay: float) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/flaky", flaky)
     app.router.add_post("/admin/sick", sick)
     app.router.add_post("/admin/well", well)
     app.router.add_post("/admin/release", release)

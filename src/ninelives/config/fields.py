@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
 from ninelives.address import Address, parse_address
-from ninelives.units import describe_input, parse_duration
+from ninelives.units import describe_input, parse_duration, parse_percent, parse_size
 
 Loc = tuple[str | int, ...]
 
@@ -71,6 +71,28 @@ def _to_duration(value: Any) -> float:
             f"expected a duration above 0 like 500ms or 2s, got {describe_input(value)}"
         )
     return seconds
+
+
+def _to_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a size like 64KiB or 1MiB, got {describe_input(value)}")
+    return parse_size(value)
+
+
+_RETRY_CONDITIONS = ("connect-failure", "timeout", "reset")
+
+
+def _to_retry_condition(value: Any) -> str:
+    """``connect-failure``, ``timeout``, ``reset``, a status (``503``) or a class (``5xx``)."""
+    text = "" if isinstance(value, bool) else str(value).strip().lower()
+    if not isinstance(value, int | str):
+        text = ""
+    if text in _RETRY_CONDITIONS or _STATUS.fullmatch(text) or _STATUS_CLASS.fullmatch(text):
+        return text
+    raise ValueError(
+        "expected connect-failure, timeout, reset, a status like 503 or a class like 5xx, "
+        f"got {describe_input(value)}"
+    )
 
 
 def as_name(value: Any) -> str | None:
@@ -155,6 +177,24 @@ Name = Annotated[
     str,
     PlainValidator(_to_name),
     WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}),
+]
+Percent = Annotated[
+    float,
+    PlainValidator(parse_percent),
+    PlainSerializer(lambda f: f"{f * 100:g}%", return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}),
+]
+Size = Annotated[
+    int,
+    PlainValidator(_to_size),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}], "examples": ["64KiB"]}
+    ),
+]
+RetryCondition = Annotated[
+    str,
+    PlainValidator(_to_retry_condition),
+    WithJsonSchema({"type": ["string", "integer"], "examples": ["connect-failure", 503, "5xx"]}),
 ]
 Text = Annotated[str, PlainValidator(_to_text), WithJsonSchema({"type": "string", "minLength": 1})]
 StatusExpectation = Annotated[

@@ -79,6 +79,19 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2 booleans: only true and false. YAML 1.1 also reads on/off/yes/no as booleans,
+# which would turn the key of ``retries: {on: [...]}`` into True. Where a boolean is
+# wanted (``enabled: yes``), pydantic still takes those words.
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def _load_yaml(text: str) -> tuple[Any, list[str]]:
     loader = _Loader(text)
     try:

@@ -21,6 +21,9 @@ from ninelives.config.fields import (
     Loc,
     ModelProblems,
     Name,
+    Percent,
+    RetryCondition,
+    Size,
     StatusExpectation,
     Text,
     is_token,
@@ -212,6 +215,61 @@ class TimeoutsConfig(_Model):
     idle: Duration = 60.0  # client keep-alive idle (http) and idle connection (tcp)
 
 
+class OutlierConfig(_Model):
+    """Passive detection: live traffic ejects a server that keeps failing.
+
+    A failure is a connect failure, a response timeout, a connection closed before the
+    response, or a 5xx response. ``consecutive_failures`` in a row eject the server for
+    ``ejection`` times the number of times it has been ejected, at most ``max_ejection``;
+    then it returns once its active check passes. At most ``max_ejected`` of a pool's
+    servers are ejected at once (always at least one may be).
+    """
+
+    enabled: bool = True
+    consecutive_failures: int = Field(default=3, ge=1)
+    ejection: Duration = 10.0
+    max_ejection: Duration = 300.0
+    max_ejected: Percent = 0.5
+
+
+# Methods a retry may send again after the request reached a server (RFC 9110 9.2.2).
+DEFAULT_RETRY_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
+class RetriesConfig(_Model):
+    """Sending a request again, to another server, when the first could not answer.
+
+    ``attempts`` is the number of retries after the first try. ``connect-failure`` is
+    retried for every method (nothing was sent); ``timeout``, ``reset`` and statuses only
+    for ``methods``, and only while no byte of the response has reached the client and
+    the request body (if any) is at most ``max_body`` (kept for the replay). Retries in
+    flight are bounded by ``budget`` of the pool's active requests, at least
+    ``min_retries``.
+    """
+
+    attempts: int = Field(default=2, ge=0, le=10)
+    on: list[RetryCondition] = Field(
+        default_factory=lambda: ["connect-failure", "timeout", "reset", "502", "503", "504"]
+    )
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_RETRY_METHODS))
+    max_body: Size = 64 * 1024
+    budget: Percent = 0.2
+    min_retries: int = Field(default=3, ge=0)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str]) -> list[str]:
+        for method in methods:
+            if not is_token(method):
+                raise ValueError(
+                    f"expected HTTP methods like GET, got {describe_input(method)}"
+                )
+        return [m.upper() for m in methods]
+
+    def retries_status(self, status: int) -> bool:
+        return any(status_accepted(c, status) for c in self.on if c[0].isdigit())
+
+
 Balance = Literal["roundrobin", "leastconn", "random2", "hash", "first"]
 
 
@@ -221,6 +279,8 @@ class PoolConfig(_Model):
     sticky: StickyConfig | None = None
     health: HealthConfig = Field(default_factory=HealthConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
     tiers: list[TierConfig] | None = Field(default=None, min_length=1)
     servers: list[ServerConfig] | None = Field(default=None, min_length=1)
 

@@ -45,7 +45,7 @@ from ninelives.http.heads import (
 from ninelives.http.messages import LAST_CHUNK, error_response, framed
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
 from ninelives.listener import ListenerStats
-from ninelives.pool import FAILOVER_ATTEMPTS, LATENCY_BUCKETS, Pool, Server
+from ninelives.pool import LATENCY_BUCKETS, Pool, Server
 
 # Reasons to pause reading from the client, as bits (several may hold at once).
 PAUSE_PIPELINE = 1  # a later pipelined request waits for the current one
@@ -53,6 +53,7 @@ PAUSE_BUFFERED = 4  # body bytes wait for a server connection that is being open
 PAUSE_UPGRADE = 8  # tunnel bytes wait for the server's 101
 
 BUFFER_LIMIT = 256 * 1024  # body bytes kept while no server connection is ready
+DEFAULT_MAX_BODY = 64 * 1024  # request body kept for a retry when no pool is chosen yet
 WRITE_HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024  # a request head larger than this is refused (431)
 CRLF_BYTES = frozenset(b"\r\n")
@@ -177,6 +178,9 @@ class Downstream(asyncio.Protocol):
                 upstream.abandon()
             if ex.server is not None:
                 ex.server.active -= 1
+            if ex.tried is not None and ex.pool is not None:
+                ex.pool.retrying -= 1
+                ex.pool.retry_outcomes["failed"] += 1
 
     def eof_received(self) -> bool:
         # A client may half-close after its request and still wait for the answer.
@@ -329,6 +333,8 @@ class Downstream(asyncio.Protocol):
         self._send_body(ex, data)
 
     def _send_body(self, ex: Exchange, data: bytes) -> None:
+        if ex.replayable:
+            self._keep(ex, data)
         upstream = ex.upstream
         if upstream is not None and ex is self.current and not ex.finished:
             upstream.transport.write(data)
@@ -340,6 +346,18 @@ class Downstream(asyncio.Protocol):
             ex.body_size += len(data)
             if ex.body_size > BUFFER_LIMIT:
                 self.pause(PAUSE_BUFFERED)
+
+    def _keep(self, ex: Exchange, data: bytes) -> None:
+        """Keep request body bytes for a retry, up to the pool's ``retries.max_body``."""
+        limit = ex.pool.config.retries.max_body if ex.pool is not None else DEFAULT_MAX_BODY
+        ex.kept_size += len(data)
+        if ex.kept_size > limit:
+            ex.replayable = False  # too large to keep: never retried once sent
+            ex.kept = None
+        elif ex.kept is None:
+            ex.kept = [data]
+        else:
+            ex.kept.append(data)
 
     # -- answering -------------------------------------------------------------------------
 
@@ -445,18 +463,17 @@ class Downstream(asyncio.Protocol):
                 pool.config.timeouts.connect,
             )
         except (OSError, TimeoutError) as exc:
-            server.failures += 1
-            server.responses[0] += 1
-            if ex.finished or self.closed:
-                return
-            server.active -= 1
-            ex.server = None
             reason = "timed out" if isinstance(exc, TimeoutError) else (
                 exc.strerror.lower() if exc.strerror else type(exc).__name__
             )
-            self.fail_over(
-                ex, server, f"cannot connect to server {server.name} ({server.address}): {reason}"
-            )
+            detail = f"cannot connect to server {server.name} ({server.address}): {reason}"
+            server.failures += 1
+            server.responses[0] += 1
+            pool.record_failure(server, self.loop.time(), f"connect: {reason}")
+            if ex.finished or self.closed:
+                return
+            if not self.retry(ex, server, "connect-failure"):
+                self.respond_error(ex, 502, detail)
             return
         if ex.finished or self.closed or ex is not self.current:
             server.idle.append(upstream)  # a fresh connection nobody used: keep it
@@ -467,26 +484,63 @@ class Downstream(asyncio.Protocol):
         """Resend ``ex`` to ``server`` on a new connection (its reused one was stale)."""
         ex.deadline = 0.0
         ex.upstream = None
+        self._replay(ex)
         self.loop.create_task(self.connect(ex, server))
 
-    def fail_over(self, ex: Exchange, server: Server, detail: str) -> None:
-        """``server`` could not answer and nothing reached the client: try another one.
+    def retry(self, ex: Exchange, server: Server, cause: str) -> bool:
+        """``server`` could not answer ``ex``: send it to another server if the pool's
+        retry policy allows. ``cause`` is ``connect-failure``, ``timeout``, ``reset`` or a
+        status (``"503"``). True when it was sent again; the caller answers otherwise.
 
-        Only called when resending is safe: nothing was sent (connect failure), or the
-        request is idempotent, has no body, and no byte of a response came back.
+        Never after a byte of the response reached the client; for causes other than a
+        connect failure (nothing was sent), only for the retry methods and a request whose
+        body was kept; never to a server that failed it already; within the budget.
         """
-        ex.deadline = 0.0
-        if ex.tried is None:
-            ex.tried = []
-        ex.tried.append(server)
         pool = ex.pool
-        assert pool is not None
-        if len(ex.tried) < FAILOVER_ATTEMPTS:
-            other = pool.fallback(ex.tried)
-            if other is not None:
-                self.dispatch(ex, other)
-                return
-        self.respond_error(ex, 502, detail)
+        if ex.responded or ex.finished or self.closed or pool is None:
+            return False
+        retry_on = pool.retry_on
+        if cause not in retry_on and not (cause[0].isdigit() and cause[0] + "xx" in retry_on):
+            return False
+        if cause != "connect-failure" and (
+            ex.method not in pool.retry_methods or not ex.replayable
+        ):
+            return False
+        tried = ex.tried
+        first = tried is None
+        if len(tried or ()) + 1 >= pool.max_tries:
+            if not first:
+                pool.retry_outcomes["exhausted"] += 1
+            return False
+        if first and not pool.may_retry():
+            pool.retry_outcomes["budget"] += 1
+            return False
+        other = pool.fallback([*(tried or ()), server])
+        if other is None:
+            return False
+        if tried is None:
+            tried = ex.tried = []
+            pool.retrying += 1
+        tried.append(server)
+        pool.retries[cause] = pool.retries.get(cause, 0) + 1
+        upstream = ex.upstream
+        if upstream is not None:
+            upstream.abandon()  # its answer (if any) is not wanted any more
+        ex.upstream = None
+        ex.deadline = 0.0
+        if ex.server is server:
+            server.active -= 1
+            ex.server = None
+        self._replay(ex)
+        self.dispatch(ex, other)
+        return True
+
+    def _replay(self, ex: Exchange) -> None:
+        """What the next server gets after the head: the body kept so far."""
+        kept = ex.kept
+        if kept:
+            ex.body = list(kept)
+            ex.body_size = ex.kept_size
 
     def on_response_timeout(self, ex: Exchange) -> None:
         ex.deadline = 0.0
@@ -496,14 +550,19 @@ class Downstream(asyncio.Protocol):
         assert server is not None and ex.pool is not None
         server.failures += 1
         server.responses[0] += 1
+        timeout = ex.pool.config.timeouts.response
+        ex.pool.record_failure(server, self.loop.time(), f"no response within {timeout:g}s")
         if ex.upstream is not None:
             ex.upstream.abandon()
-        timeout = ex.pool.config.timeouts.response
+            ex.upstream = None
+        if self.retry(ex, server, "timeout"):
+            return
         self.respond_error(ex, 504, f"server {server.name} did not respond within {timeout:g}s")
 
     def respond_error(self, ex: Exchange, status: int, detail: str) -> None:
         """Answer ``ex`` with an error of the proxy's own; nothing of a server's was sent."""
         close = not ex.complete or not ex.keep_alive or self.closing
+        ex.status = status
         self.stats.responses[status // 100] += 1
         self.transport.write(error_response(status, detail, close=close))
         ex.responded = True
@@ -533,6 +592,9 @@ class Downstream(asyncio.Protocol):
         server = ex.server
         if server is not None:
             server.active -= 1
+        if ex.tried is not None and pool is not None:
+            pool.retrying -= 1
+            pool.retry_outcomes["answered" if 0 < ex.status < 500 else "failed"] += 1
         self.current = None
         if self.tunnel is not None:
             return  # the connection carries a tunnel from now on (start_tunnel)

@@ -21,7 +21,7 @@ class Exchange:
     __slots__ = (
         "head", "method", "http11", "keep_alive", "fields", "upgrade", "body", "body_size",
         "complete", "pool", "server", "upstream", "started", "responded", "set_cookie",
-        "deadline", "tried", "finished", "is_head",
+        "deadline", "tried", "finished", "is_head", "replayable", "kept", "kept_size", "status",
     )
 
     def __init__(
@@ -50,6 +50,11 @@ class Exchange:
         self.set_cookie = False  # the response must (re)pin the client with a sticky cookie
         self.deadline = 0.0  # when the response head is due (loop time); 0 = not waiting
         self.tried: list[Any] | None = None  # servers that failed, on retry only
+        # The request body as sent (framed), kept for a retry while it is small enough.
+        self.replayable = True
+        self.kept: list[bytes] | None = None
+        self.kept_size = 0
+        self.status = 0  # of the response the client got (a server's, or the proxy's)
         self.finished = False
         self.is_head = method == b"HEAD"
 

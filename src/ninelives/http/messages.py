@@ -23,8 +23,9 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 
 # Statuses whose response never has a body whatever its headers say.
 BODYLESS_STATUSES = frozenset({204, 304})
-# Final statuses whose response body is framed by its own headers.
-BODY_STATUSES = frozenset(range(200, 600)) - BODYLESS_STATUSES
+# Final statuses whose response can go through on the proxy's fast path: framed by its own
+# headers, and not a server error (5xx: counted against the server, perhaps retried).
+BODY_STATUSES = frozenset(range(200, 500)) - BODYLESS_STATUSES
 
 LAST_CHUNK = b"0\r\n\r\n"
 

@@ -19,7 +19,6 @@ from ninelives.http.heads import HeadFields, rewrite, scan
 from ninelives.http.messages import (
     BODY_STATUSES,
     BODYLESS_STATUSES,
-    IDEMPOTENT,
     LAST_CHUNK,
     framed,
 )
@@ -141,22 +140,21 @@ class Upstream(asyncio.Protocol):
         server = self.server
         self.ex = None
         self.down = None
-        replayable = ex.complete and not ex.expects_body
-        if replayable and self.uses > 1 and (ex.tried is None or server not in ex.tried):
+        if (
+            ex.complete and not ex.expects_body and self.uses > 1
+            and (ex.tried is None or server not in ex.tried)
+        ):
             # A reused keep-alive connection that the server had closed meanwhile: most
             # likely the request never reached it. Send it again on a fresh connection.
             down.retry_fresh(ex, server)
             return
         server.failures += 1
         server.responses[0] += 1
-        detail = f"server {server.name} closed the connection before responding"
-        if replayable and ex.method in IDEMPOTENT:
-            server.active -= 1
-            ex.server = None
-            ex.upstream = None
-            down.fail_over(ex, server, detail)
-            return
-        down.respond_error(ex, 502, detail)
+        server.pool.record_failure(server, self.loop.time(), "connection closed, no response")
+        if not down.retry(ex, server, "reset"):
+            down.respond_error(
+                ex, 502, f"server {server.name} closed the connection before responding"
+            )
 
     # -- reading the response --------------------------------------------------------------
 
@@ -254,6 +252,8 @@ class Upstream(asyncio.Protocol):
             if ex.http11:
                 self._write(rewrite(head, fields, []))
             return
+        elif status >= 500 and self._server_error(ex, down, status):
+            return  # sent to another server; this connection is dropped
         else:
             self._frame(ex, down, head, fields, status)
         self.awaiting_head = False
@@ -261,6 +261,7 @@ class Upstream(asyncio.Protocol):
         self.fields = fields
         ex.deadline = 0.0  # the response head came: no more response timeout
         ex.responded = True
+        ex.status = status
         klass = status // 100
         down.stats.responses[klass] += 1
         self.server.responses[klass] += 1
@@ -269,6 +270,16 @@ class Upstream(asyncio.Protocol):
             # the connection a fresh parser, so a Content-Length does not eat the next reply.
             self.on_message_complete()
             self.reset_parser = True
+
+    def _server_error(self, ex: Exchange, down: Downstream, status: int) -> bool:
+        """A 5xx response head: a failure for outlier detection, and retried on another
+        server when the pool's policy allows it (True: this response is dropped)."""
+        server = self.server
+        server.pool.record_failure(server, self.loop.time(), f"status {status}")
+        if down.retry(ex, server, str(status)):
+            server.responses[5] += 1  # the server did answer, though the client never saw it
+            return True
+        return False
 
     def _frame(
         self, ex: Exchange, down: Downstream, head: bytes, fields: HeadFields, status: int
@@ -402,6 +413,7 @@ class Upstream(asyncio.Protocol):
             return
         server = self.server
         server.failures += 1
+        server.pool.record_failure(server, self.loop.time(), f"malformed response: {exc}")
         if ex.responded:
             down.transport.abort()
             return

@@ -1,0 +1,175 @@
+"""Failover without errors: retries on another server and outlier ejection, with real
+backends and a real node.
+
+Health checks are set to run once an hour in most of these tests, so that what happens is
+the work of live traffic alone (retries, ejection), not of active checks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.node import (
+    Backend,
+    Harness,
+    HttpClient,
+    Node,
+    http_request,
+    one_pool_config,
+    wait_until,
+)
+
+SLOW_HEALTH: dict[str, Any] = {"tcp": {}, "interval": "1h", "timeout": "1s", "rise": 1, "fall": 1}
+
+
+def flaky_hits(backend: Backend) -> int:
+    return int(backend.stats()["requests"].get("/flaky", 0))
+
+
+def pool_metric(node: Node, name: str, **labels: str) -> float:
+    """One counter of the node's /metrics (``name`` without ``_total``), 0 when absent."""
+    text = node.admin_request("GET", "/metrics").body.decode()
+    found = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == f"{name}_total" and s.labels == labels
+    ]
+    assert len(found) <= 1, found
+    return found[0] if found else 0.0
+
+
+def test_a_killed_server_costs_clients_nothing_and_is_ejected_within_a_second(
+    harness: Harness,
+) -> None:
+    a1, a2, a3 = harness.backends("a1", "a2", "a3")
+    node = harness.node(one_pool_config([a1, a2, a3], {"health": SLOW_HEALTH}))
+    with HttpClient(node.addr()) as client:
+        for _ in range(6):
+            assert client.request().status == 200
+        a2.kill()
+        killed_at = time.monotonic()
+        statuses = []
+        ejected_after: float | None = None
+        while time.monotonic() - killed_at < 1.0 or ejected_after is None:
+            response = client.request()
+            statuses.append(response.status)
+            assert response.header("X-Backend") in ("a1", "a3"), response
+            if ejected_after is None and node.server_status("app", "a2")["state"] == "ejected":
+                ejected_after = time.monotonic() - killed_at
+            assert time.monotonic() - killed_at < 10, "a2 was never ejected"
+    assert set(statuses) == {200}, statuses
+    assert ejected_after is not None and ejected_after < 1.0, ejected_after
+    status = node.server_status("app", "a2")
+    assert "3 consecutive failures" in status["reason"], status
+    assert "connect" in status["reason"], status
+    assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="connect-failure") >= 1
+    assert pool_metric(node, "ninelives_server_ejections", pool="app", server="a2") == 1
+
+
+def test_a_5xx_is_retried_on_another_server_and_ejects_the_failing_one(
+    harness: Harness,
+) -> None:
+    a1, a2 = harness.backends("a1", "a2")
+    a1.sick()
+    node = harness.node(one_pool_config([a1, a2], {"health": SLOW_HEALTH}))
+    with HttpClient(node.addr()) as client:
+        for _ in range(10):
+            response = client.request("GET", "/flaky")
+            assert (response.status, response.body) == (200, b"a2 0"), response
+    assert 1 <= flaky_hits(a1) <= 3  # three 503s in a row eject it
+    assert node.server_status("app", "a1")["state"] == "ejected"
+    assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="503") == flaky_hits(a1)
+    assert pool_metric(node, "ninelives_pool_retry_outcomes", pool="app", outcome="answered") >= 1
+
+
+def test_a_post_is_never_replayed_once_sent(harness: Harness) -> None:
+    a1, a2 = harness.backends("a1", "a2")
+    a1.sick()
+    pool = {"health": SLOW_HEALTH, "outlier": {"enabled": False}}
+    node = harness.node(one_pool_config([a1, a2], pool))
+    statuses = []
+    with HttpClient(node.addr()) as client:
+        for _ in range(6):
+            statuses.append(client.request("POST", "/flaky", body=b"order=1").status)
+    # Round robin: every other POST reached a1 and got its 503, never replayed to a2.
+    assert sorted(statuses) == [200, 200, 200, 503, 503, 503], statuses
+    assert (flaky_hits(a1), flaky_hits(a2)) == (3, 3)
+
+
+def test_a_put_with_a_small_body_is_replayed_with_its_body(harness: Harness) -> None:
+    a1, a2 = harness.backends("a1", "a2")
+    a1.sick()
+    pool = {"health": SLOW_HEALTH, "outlier": {"enabled": False}}
+    node = harness.node(one_pool_config([a1, a2], pool))
+    with HttpClient(node.addr()) as client:
+        for _ in range(4):
+            response = client.request("PUT", "/flaky", body=b"x" * 5000)
+            assert (response.status, response.body) == (200, b"a2 5000"), response
+        # Larger than retries.max_body (64 KiB): not kept, so a1's 503 reaches the client.
+        big = [client.request("PUT", "/flaky", body=b"y" * 70_000).status for _ in range(2)]
+    assert sorted(big) == [200, 503], big
+
+
+def test_a_response_timeout_is_retried_on_another_server(harness: Harness) -> None:
+    a1, a2 = harness.backends("a1", "a2", delay={"a1": 5.0})
+    pool = {
+        "health": SLOW_HEALTH,
+        "timeouts": {"connect": "1s", "response": "300ms", "idle": "60s"},
+    }
+    node = harness.node(one_pool_config([a1, a2], pool))
+    for _ in range(4):
+        started = time.monotonic()
+        response = http_request(node.addr(), "GET", "/")
+        assert (response.status, response.body) == (200, b"a2"), response
+        assert time.monotonic() - started < 3.0
+    assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="timeout") >= 1
+
+
+def test_the_retry_budget_holds_when_every_server_fails(harness: Harness) -> None:
+    backends = harness.backends("a1", "a2", "a3")
+    for backend in backends:
+        backend.sick()
+    # Without a budget to spend, a pool-wide failure is not multiplied by retries.
+    pool = {
+        "health": SLOW_HEALTH,
+        "outlier": {"enabled": False},
+        "retries": {"budget": "0%", "min_retries": 0},
+    }
+    node = harness.node(one_pool_config(backends, pool))
+    with HttpClient(node.addr()) as client:
+        assert [client.request("GET", "/flaky").status for _ in range(9)] == [503] * 9
+    assert sum(flaky_hits(b) for b in backends) == 9
+    assert pool_metric(node, "ninelives_pool_retry_outcomes", pool="app", outcome="budget") == 9
+
+
+def test_retries_stop_after_the_attempts(harness: Harness) -> None:
+    backends = harness.backends("a1", "a2", "a3")
+    for backend in backends:
+        backend.sick()
+    pool = {"health": SLOW_HEALTH, "outlier": {"enabled": False}, "retries": {"attempts": 1}}
+    node = harness.node(one_pool_config(backends, pool))
+    with HttpClient(node.addr()) as client:
+        assert [client.request("GET", "/flaky").status for _ in range(4)] == [503] * 4
+    # Each request: the first try and one retry, on two different servers.
+    assert sum(flaky_hits(b) for b in backends) == 8
+    outcome = pool_metric(node, "ninelives_pool_retry_outcomes", pool="app", outcome="exhausted")
+    assert outcome == 4
+
+
+def test_an_ejected_server_is_back_after_its_ejection(harness: Harness) -> None:
+    a1, a2 = harness.backends("a1", "a2")
+    a1.sick()
+    pool = {"health": SLOW_HEALTH, "outlier": {"ejection": "1s"}}
+    node = harness.node(one_pool_config([a1, a2], pool))
+    with HttpClient(node.addr()) as client:
+        for _ in range(6):
+            assert client.request("GET", "/flaky").status == 200
+        assert node.server_status("app", "a1")["state"] == "ejected"
+        a1.well()
+        wait_until(lambda: node.server_status("app", "a1")["state"] == "up", 5.0, message="a1 back")
+        backends = {client.request("GET", "/flaky").header("X-Backend") for _ in range(4)}
+    assert backends == {"a1", "a2"}
