@@ -322,6 +322,11 @@ class Pool:
             return False
         server.healthy = healthy
         self.refresh()
+        if not healthy:
+            # Requests waiting on it for a response head (a hung server) go elsewhere now,
+            # not at the response timeout.
+            for upstream in list(server.conns):
+                upstream.server_down()
         return True
 
     def status(self) -> dict[str, Any]:

@@ -7,6 +7,8 @@ the work of live traffic alone (retries, ejection), not of active checks.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -173,3 +175,24 @@ def test_an_ejected_server_is_back_after_its_ejection(harness: Harness) -> None:
         wait_until(lambda: node.server_status("app", "a1")["state"] == "up", 5.0, message="a1 back")
         backends = {client.request("GET", "/flaky").header("X-Backend") for _ in range(4)}
     assert backends == {"a1", "a2"}
+
+
+def test_a_hung_server_found_down_by_its_check_has_its_requests_retried_at_once(
+    harness: Harness,
+) -> None:
+    a1, a2 = harness.backends("a1", "a2")
+    health = {"http": {"path": "/healthz"}, "interval": "200ms", "timeout": "100ms", "fall": 2}
+    node = harness.node(one_pool_config([a1, a2], {"health": health}))
+    os.kill(a1.pid, signal.SIGSTOP)  # hung: the kernel still accepts its connections
+    try:
+        started = time.monotonic()
+        bodies = [http_request(node.addr(), "GET", "/").body for _ in range(4)]
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(a1.pid, signal.SIGCONT)
+    # The request that went to a1 waited for the check to fail (about 0.5 s), not for
+    # the 30 s response timeout.
+    assert bodies == [b"a2"] * 4, bodies
+    assert elapsed < 5.0, elapsed
+    assert node.server_status("app", "a1")["state"] == "down"
+    assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="timeout") >= 1

@@ -156,6 +156,16 @@ class Upstream(asyncio.Protocol):
                 ex, 502, f"server {server.name} closed the connection before responding"
             )
 
+    def server_down(self) -> None:
+        """Health checks found the server down while this connection waits for a response
+        head: retry the request on another server now (as a ``timeout``, under the same
+        rules) instead of waiting for ``timeouts.response``."""
+        ex = self.ex
+        down = self.down
+        if ex is None or down is None or not self.awaiting_head or ex.responded:
+            return
+        down.retry(ex, self.server, "timeout")
+
     # -- reading the response --------------------------------------------------------------
 
     def pause_reading(self) -> None:
