@@ -21,7 +21,8 @@ import httptools
 import uvloop
 
 from ninelives.config import parse_config
-from ninelives.http.downstream import Downstream, HttpContext
+from ninelives.http.context import HttpContext
+from ninelives.http.downstream import Downstream
 from ninelives.http.upstream import Upstream
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool

@@ -19,8 +19,9 @@ from ninelives import __version__, runtime_state
 from ninelives.admin import start_admin
 from ninelives.config import Config, ListenerConfig
 from ninelives.health import HealthChecker
-from ninelives.http.downstream import Downstream, HttpContext, Route, expire_responses
-from ninelives.http.idle import close_idle_clients, close_idle_upstreams
+from ninelives.http.context import HttpContext, Route
+from ninelives.http.downstream import Downstream
+from ninelives.http.idle import close_idle_clients, close_idle_upstreams, expire_responses
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
 from ninelives.tcp import Downstream as TcpDownstream

@@ -27,24 +27,23 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import httptools
 
+from ninelives.http.context import HttpContext
 from ninelives.http.exchange import Exchange, cookie_value
 from ninelives.http.heads import (
     PLAIN_REQUEST,
     all_values,
     header_value,
-    request_target,
     rewrite_request,
     scan_request,
 )
 from ninelives.http.messages import LAST_CHUNK, error_response, framed
+from ninelives.http.retry import keep_body, replay, retry_target
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
-from ninelives.listener import ListenerStats
 from ninelives.pool import LATENCY_BUCKETS, Pool, Server
 
 # Reasons to pause reading from the client, as bits (several may hold at once).
@@ -53,42 +52,9 @@ PAUSE_BUFFERED = 4  # body bytes wait for a server connection that is being open
 PAUSE_UPGRADE = 8  # tunnel bytes wait for the server's 101
 
 BUFFER_LIMIT = 256 * 1024  # body bytes kept while no server connection is ready
-DEFAULT_MAX_BODY = 64 * 1024  # request body kept for a retry when no pool is chosen yet
 WRITE_HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024  # a request head larger than this is refused (431)
 CRLF_BYTES = frozenset(b"\r\n")
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """``routes[i]`` of a listener: host and/or path prefix -> pool."""
-
-    host: bytes | None
-    path_prefix: bytes | None
-    pool: Pool
-
-
-@dataclass(slots=True)
-class HttpContext:
-    """What every client connection of one HTTP listener shares."""
-
-    loop: asyncio.AbstractEventLoop
-    stats: ListenerStats
-    pool: Pool
-    routes: tuple[Route, ...] = ()
-    connections: set[Downstream] = field(default_factory=set)
-    proto: bytes = b"http"
-
-    def route(self, head: bytes) -> Pool:
-        host = (header_value(head, b"host") or b"").split(b":", 1)[0].lower()
-        target = request_target(head)
-        for route in self.routes:
-            if route.host is not None and host != route.host:
-                continue
-            if route.path_prefix is not None and not target.startswith(route.path_prefix):
-                continue
-            return route.pool
-        return self.pool
 
 
 class Downstream(asyncio.Protocol):
@@ -334,7 +300,7 @@ class Downstream(asyncio.Protocol):
 
     def _send_body(self, ex: Exchange, data: bytes) -> None:
         if ex.replayable:
-            self._keep(ex, data)
+            keep_body(ex, data)
         upstream = ex.upstream
         if upstream is not None and ex is self.current and not ex.finished:
             upstream.transport.write(data)
@@ -346,18 +312,6 @@ class Downstream(asyncio.Protocol):
             ex.body_size += len(data)
             if ex.body_size > BUFFER_LIMIT:
                 self.pause(PAUSE_BUFFERED)
-
-    def _keep(self, ex: Exchange, data: bytes) -> None:
-        """Keep request body bytes for a retry, up to the pool's ``retries.max_body``."""
-        limit = ex.pool.config.retries.max_body if ex.pool is not None else DEFAULT_MAX_BODY
-        ex.kept_size += len(data)
-        if ex.kept_size > limit:
-            ex.replayable = False  # too large to keep: never retried once sent
-            ex.kept = None
-        elif ex.kept is None:
-            ex.kept = [data]
-        else:
-            ex.kept.append(data)
 
     # -- answering -------------------------------------------------------------------------
 
@@ -484,45 +438,19 @@ class Downstream(asyncio.Protocol):
         """Resend ``ex`` to ``server`` on a new connection (its reused one was stale)."""
         ex.deadline = 0.0
         ex.upstream = None
-        self._replay(ex)
+        replay(ex)
         self.loop.create_task(self.connect(ex, server))
 
     def retry(self, ex: Exchange, server: Server, cause: str) -> bool:
-        """``server`` could not answer ``ex``: send it to another server if the pool's
-        retry policy allows. ``cause`` is ``connect-failure``, ``timeout``, ``reset`` or a
-        status (``"503"``). True when it was sent again; the caller answers otherwise.
-
-        Never after a byte of the response reached the client; for causes other than a
-        connect failure (nothing was sent), only for the retry methods and a request whose
-        body was kept; never to a server that failed it already; within the budget.
-        """
-        pool = ex.pool
-        if ex.responded or ex.finished or self.closed or pool is None:
+        """``server`` could not answer ``ex`` (``cause``: ``connect-failure``, ``timeout``,
+        ``reset`` or a status like ``"503"``): send it to another server if the pool's
+        retry policy (:func:`ninelives.http.retry.retry_target`) allows. True when it was
+        sent again; the caller answers the client otherwise."""
+        if self.closed:
             return False
-        retry_on = pool.retry_on
-        if cause not in retry_on and not (cause[0].isdigit() and cause[0] + "xx" in retry_on):
-            return False
-        if cause != "connect-failure" and (
-            ex.method not in pool.retry_methods or not ex.replayable
-        ):
-            return False
-        tried = ex.tried
-        first = tried is None
-        if len(tried or ()) + 1 >= pool.max_tries:
-            if not first:
-                pool.retry_outcomes["exhausted"] += 1
-            return False
-        if first and not pool.may_retry():
-            pool.retry_outcomes["budget"] += 1
-            return False
-        other = pool.fallback([*(tried or ()), server])
+        other = retry_target(ex, server, cause)
         if other is None:
             return False
-        if tried is None:
-            tried = ex.tried = []
-            pool.retrying += 1
-        tried.append(server)
-        pool.retries[cause] = pool.retries.get(cause, 0) + 1
         upstream = ex.upstream
         if upstream is not None:
             upstream.abandon()  # its answer (if any) is not wanted any more
@@ -531,16 +459,9 @@ class Downstream(asyncio.Protocol):
         if ex.server is server:
             server.active -= 1
             ex.server = None
-        self._replay(ex)
+        replay(ex)
         self.dispatch(ex, other)
         return True
-
-    def _replay(self, ex: Exchange) -> None:
-        """What the next server gets after the head: the body kept so far."""
-        kept = ex.kept
-        if kept:
-            ex.body = list(kept)
-            ex.body_size = ex.kept_size
 
     def on_response_timeout(self, ex: Exchange) -> None:
         ex.deadline = 0.0
@@ -648,21 +569,3 @@ class Downstream(asyncio.Protocol):
             self.close()
         elif self.current is not None:
             self.current.keep_alive = False
-
-
-def expire_responses(pool: Pool, now: float) -> int:
-    """Answer 504 for every request of ``pool`` whose response head is overdue.
-
-    Only connections to the pool's servers are looked at (a few, not every request ever
-    sent). Returns how many timed out.
-    """
-    overdue = [
-        up.ex for server in pool.servers for up in server.conns
-        if up.ex is not None and 0.0 < up.ex.deadline <= now
-    ]
-    for ex in overdue:
-        ex.deadline = 0.0
-        upstream = ex.upstream
-        if upstream is not None and upstream.down is not None:
-            upstream.down.on_response_timeout(ex)
-    return len(overdue)

@@ -1,4 +1,5 @@
-"""Idle timeouts, checked by a periodic sweep rather than a timer per connection.
+"""Timeouts checked by a periodic sweep rather than a timer per request or connection:
+overdue responses (every tick) and idle connections.
 
 ``timeouts.idle`` of a pool applies to (a) a client keep-alive connection with no
 request in flight, (b) a pooled keep-alive connection to a server that nobody used for
@@ -8,7 +9,7 @@ is aborted then, so that it does not wait forever for the rest.
 
 from __future__ import annotations
 
-from ninelives.http.downstream import HttpContext
+from ninelives.http.context import HttpContext
 from ninelives.pool import Pool
 
 
@@ -54,3 +55,21 @@ def close_idle_upstreams(pool: Pool, now: float) -> int:
             upstream.transport.close()
             closed += 1
     return closed
+
+
+def expire_responses(pool: Pool, now: float) -> int:
+    """Answer 504 for every request of ``pool`` whose response head is overdue.
+
+    Only connections to the pool's servers are looked at (a few, not every request ever
+    sent). Returns how many timed out.
+    """
+    overdue = [
+        up.ex for server in pool.servers for up in server.conns
+        if up.ex is not None and 0.0 < up.ex.deadline <= now
+    ]
+    for ex in overdue:
+        ex.deadline = 0.0
+        upstream = ex.upstream
+        if upstream is not None and upstream.down is not None:
+            upstream.down.on_response_timeout(ex)
+    return len(overdue)
