@@ -278,7 +278,8 @@ class Pool:
 
     def expire_ejections(self, now: float) -> None:
         """Put back servers whose ejection is over. One that is down by its active check
-        stays out until the check passes (``rise`` times)."""
+        stays out until the check passes (``rise`` times); one that its check found down
+        and then up again is back already (``set_health``)."""
         back = [s for s in self.servers if s.ejected and s.ejected_until <= now]
         for server in back:
             server.ejected = False
@@ -321,6 +322,11 @@ class Pool:
         if server.healthy == healthy:
             return False
         server.healthy = healthy
+        if healthy and server.ejected:
+            # Down by its checks since the ejection, and now up again (rise passes): the
+            # failure that ejected it is over (a restarted server), so it is back at once.
+            server.ejected = False
+            server.fail_streak = 0
         self.refresh()
         if not healthy:
             # Requests waiting on it for a response head (a hung server) go elsewhere now,

@@ -134,3 +134,21 @@ def test_bad_retry_and_outlier_settings_are_all_reported_with_their_paths() -> N
     ):
         assert f"{path}:" in problems, (path, problems)
     assert "sometimes" in problems
+
+
+def test_a_server_found_down_and_then_up_by_its_check_is_back_before_its_time() -> None:
+    pool = make_pool()
+    s0 = pool.servers[0]
+    fail(pool, s0, 3, now=100.0)  # killed: ejected until 110
+    assert pool.set_health(s0, False, "2 checks failed: connect refused")
+    assert s0.state == "down"
+    assert pool.set_health(s0, True, "2 checks passed: ok")  # restarted
+    assert not s0.ejected and s0.state == "up" and s0 in pool.candidates
+
+
+def test_an_ejected_server_whose_check_keeps_passing_stays_out_for_its_time() -> None:
+    pool = make_pool()
+    s0 = pool.servers[0]
+    fail(pool, s0, 3, now=100.0)
+    assert not pool.set_health(s0, True, "3 checks passed: ok")  # no change of health
+    assert s0.ejected and s0 not in pool.candidates

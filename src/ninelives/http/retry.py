@@ -22,8 +22,12 @@ def retry_target(ex: Exchange, server: Server, cause: str) -> Server | None:
 
     Never after a byte of the response reached the client; for causes other than a
     connect failure (nothing was sent), only for the pool's retry methods and a request
-    whose body was kept; never to a server that failed it already; within the retry
-    budget. A target found is counted (``pool.retries``, and ``pool.retrying`` on the
+    whose body was kept; never to a server that failed it already. Retries for a timeout
+    or a status are bounded by the retry budget: those are how an overloaded pool fails,
+    and retries would add to its load. A connect failure or a reset means the server is
+    gone (killed, restarted), and its requests go elsewhere whatever their number (the
+    attempts still bound each one, and outlier ejection stops new ones within a few
+    failures). A target found is counted (``pool.retries``, and ``pool.retrying`` on the
     request's first retry, released by ``Downstream.finish``).
     """
     pool = ex.pool
@@ -40,7 +44,8 @@ def retry_target(ex: Exchange, server: Server, cause: str) -> Server | None:
         if not first:
             pool.retry_outcomes["exhausted"] += 1
         return None
-    if first and not pool.may_retry():
+    budgeted = cause != "connect-failure" and cause != "reset"
+    if first and budgeted and not pool.may_retry():
         pool.retry_outcomes["budget"] += 1
         return None
     other = pool.fallback([*(tried or ()), server])
