@@ -58,6 +58,13 @@ class LatencyHistogram:
         self.sum += seconds
 
 
+def connect_error(exc: OSError | TimeoutError) -> str:
+    """What a failed connect to a server says, as shown in errors and reasons."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return exc.strerror.lower() if exc.strerror else type(exc).__name__
+
+
 class Server:
     """One upstream server of a pool: its address, runtime state and counters."""
 

@@ -36,6 +36,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from ninelives.pool import connect_error
+
 if TYPE_CHECKING:
     from ninelives.listener import ListenerStats
     from ninelives.pool import Pool, Server
@@ -202,9 +204,7 @@ class Downstream(asyncio.Protocol):
                 server.failures += 1
                 server.responses[0] += 1
                 self._release()
-                reason = "timed out" if isinstance(exc, TimeoutError) else (
-                    exc.strerror.lower() if exc.strerror else type(exc).__name__
-                )
+                reason = connect_error(exc)
                 pool.record_failure(server, self.loop.time(), f"connect: {reason}")
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug(

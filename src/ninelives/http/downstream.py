@@ -44,7 +44,7 @@ from ninelives.http.heads import (
 from ninelives.http.messages import LAST_CHUNK, error_response, framed
 from ninelives.http.retry import keep_body, replay, retry_target
 from ninelives.http.upstream import PAUSE_UPSTREAM_FULL, Upstream
-from ninelives.pool import LATENCY_BUCKETS, Pool, Server
+from ninelives.pool import LATENCY_BUCKETS, Pool, Server, connect_error
 
 # Reasons to pause reading from the client, as bits (several may hold at once).
 PAUSE_PIPELINE = 1  # a later pipelined request waits for the current one
@@ -417,9 +417,7 @@ class Downstream(asyncio.Protocol):
                 pool.config.timeouts.connect,
             )
         except (OSError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else (
-                exc.strerror.lower() if exc.strerror else type(exc).__name__
-            )
+            reason = connect_error(exc)
             detail = f"cannot connect to server {server.name} ({server.address}): {reason}"
             server.failures += 1
             server.responses[0] += 1

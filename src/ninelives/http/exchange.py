@@ -58,10 +58,6 @@ class Exchange:
         self.finished = False
         self.is_head = method == b"HEAD"
 
-    @property
-    def expects_body(self) -> bool:
-        return self.fields.chunked or self.fields.length > 0
-
 
 def cookie_value(cookie_header: bytes, name: bytes) -> bytes | None:
     """The value of cookie ``name`` in a Cookie header (RFC 6265 section 4.2.1)."""

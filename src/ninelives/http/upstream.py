@@ -141,7 +141,7 @@ class Upstream(asyncio.Protocol):
         self.ex = None
         self.down = None
         if (
-            ex.complete and not ex.expects_body and self.uses > 1
+            ex.complete and ex.fields.bodyless and self.uses > 1
             and (ex.tried is None or server not in ex.tried)
         ):
             # A reused keep-alive connection that the server had closed meanwhile: most
