@@ -26,6 +26,7 @@ from ninelives.http.downstream import Downstream
 from ninelives.http.upstream import Upstream
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
+from ninelives.states import Health
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RESPONSE = (
@@ -99,7 +100,7 @@ def main(n: int = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000) -> None:
         "pools: {app: {servers: [{name: s1, address: 127.0.0.1:1},"
         " {name: s2, address: 127.0.0.1:2}]}}\n"
     )
-    pool = Pool("app", cfg.pools["app"])
+    pool = Pool("app", cfg.pools["app"], initial=Health.UP)
     ctx = HttpContext(loop=loop, stats=ListenerStats("web", "http", "app"), pool=pool)
     down = Downstream(ctx)
     down.connection_made(FakeTransport())

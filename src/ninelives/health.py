@@ -2,7 +2,8 @@
 
 The decision is a pure state machine (:func:`initial`, :func:`observe`) over an immutable
 :class:`HealthState`; :class:`HealthChecker` is the thin I/O shell that probes servers on a
-schedule and reports verdicts to :meth:`ninelives.pool.Pool.set_health`.
+schedule and reports verdicts to :meth:`ninelives.pool.Pool.check_result`, which moves the
+server through the state machine of :mod:`ninelives.states`.
 
 Flap damping follows HAProxy's ``rise``/``fall``: an up server goes down only after ``fall``
 consecutive failed checks, a down server comes back only after ``rise`` consecutive passed
@@ -10,27 +11,26 @@ checks. The very first check of a server is decisive on its own (:func:`initial`
 server is never balanced to at startup and a live one does not wait ``rise`` intervals.
 
 Every verdict carries a sentence saying why ("2 checks failed: connect refused"), which
-``Pool.set_health`` stores as the server's reason and which is logged on each transition.
+``Pool.check_result`` stores as the server's reason and publishes with each transition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httptools
 
+from ninelives.states import Signal
 from ninelives.units import format_duration
 
 if TYPE_CHECKING:
     from ninelives.config import HealthConfig, HttpCheck
     from ninelives.pool import Pool, Server
 
-logger = logging.getLogger("ninelives.health")
 
 # A health response body is only searched for a substring; past this much we stop keeping it
 # (a misconfigured check pointed at a large page must not make the checker hold megabytes).
@@ -66,6 +66,13 @@ def observe(state: HealthState, ok: bool, rise: int, fall: int) -> tuple[HealthS
     if state.healthy and failures >= fall:
         return HealthState(False, 0, failures), True
     return HealthState(state.healthy, 0, failures), False
+
+
+def check_signal(ok: bool, changed: bool) -> Signal:
+    """The input a check result is to the server's state machine (see ninelives.states)."""
+    if changed:
+        return Signal.RISE if ok else Signal.FALL
+    return Signal.PASS if ok else Signal.FAIL
 
 
 def reason(state: HealthState, detail: str) -> str:
@@ -244,19 +251,10 @@ class HealthChecker:
         previous = self.states.get(server.name)
         if previous is None:
             state = initial(result.ok)
+            signal = Signal.PASS if result.ok else Signal.FAIL
         else:
             health = self.health
-            state, _ = observe(previous, result.ok, health.rise, health.fall)
+            state, changed = observe(previous, result.ok, health.rise, health.fall)
+            signal = check_signal(result.ok, changed)
         self.states[server.name] = state
-        why = reason(state, result.detail)
-        was = "up" if server.healthy else "down"
-        if self.pool.set_health(server, state.healthy, why):
-            now = "up" if state.healthy else "down"
-            logger.info(
-                "pool %s server %s: %s -> %s (%s)",
-                self.pool.name, server.name, was, now, why,
-                extra={
-                    "pool": self.pool.name, "server": server.name,
-                    "old": was, "new": now, "reason": why,
-                },
-            )
+        self.pool.check_result(server, signal, reason(state, result.detail))

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from ninelives import __version__
 from ninelives.pool import LATENCY_BUCKETS, LatencyHistogram
+from ninelives.states import Health
 
 if TYPE_CHECKING:
     from ninelives.listener import ListenerStats
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 # Label values for ``responses[k]``: k = 0 is "no response", 1..5 are status classes.
 CODES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
-SERVER_STATES = ("up", "down", "ejected", "drain", "maint")
+SERVER_STATES = (*(h.value for h in Health), "drain", "maint")
 # repr() of these bounds is what prometheus_client's own histograms write ("0.0005", "1.0").
 _BUCKET_LABELS = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")
 

@@ -7,21 +7,20 @@ server's availability changes (health, drain/maint, weight), never per request.
 
 from __future__ import annotations
 
-import logging
 import random
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ninelives.address import Address
 from ninelives.balance import Balancer, make_balancer
+from ninelives.events import EventLog
+from ninelives.states import EJECTABLE, IN_SERVICE, Health, Signal, next_health, shown
 from ninelives.units import format_duration
 
 if TYPE_CHECKING:
     from ninelives.config import PoolConfig
-
-logger = logging.getLogger("ninelives.pool")
 
 
 class AdminState(StrEnum):
@@ -70,13 +69,14 @@ class Server:
 
     __slots__ = (
         "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
-        "admin_state", "healthy", "health_reason", "active", "requests", "responses",
-        "failures", "idle", "conns", "pool", "ejected", "ejected_until", "times_ejected",
+        "admin_state", "health", "health_reason", "active", "requests", "responses",
+        "failures", "idle", "conns", "pool", "ejected_until", "times_ejected",
         "eject_reason", "fail_streak", "ok_mark",
     )
 
     def __init__(
-        self, pool: Pool, name: str, address: Address, weight: int, tier: int, provider: str
+        self, pool: Pool, name: str, address: Address, weight: int, tier: int, provider: str,
+        health: Health = Health.UNCHECKED,
     ) -> None:
         self.pool = pool
         self.name = name
@@ -88,7 +88,7 @@ class Server:
         self.tier = tier
         self.provider = provider
         self.admin_state = AdminState.READY
-        self.healthy = True
+        self.health = health  # see ninelives.states for the machine
         self.health_reason = "not checked yet"
         self.active = 0  # requests (http) or connections (tcp) in flight
         self.requests = 0
@@ -104,38 +104,42 @@ class Server:
         # (loop time). The failure streak is counted without a write per success: it is
         # consecutive while no response of class 1-4 came since the last failure (``ok_mark``
         # holds their count at that failure).
-        self.ejected = False
         self.ejected_until = 0.0
         self.times_ejected = 0
         self.eject_reason = ""
         self.fail_streak = 0
         self.ok_mark = 0
 
+    @property
+    def healthy(self) -> bool:
+        """Up by its active checks (ejected or not)."""
+        return self.health in IN_SERVICE or self.health is Health.EJECTED
+
+    @property
+    def ejected(self) -> bool:
+        return self.health is Health.EJECTED
+
     def is_available(self) -> bool:
         """May new clients be sent here?"""
         return (
-            self.healthy and not self.ejected and self.admin_state is AdminState.READY
+            self.health in IN_SERVICE and self.admin_state is AdminState.READY
             and self.weight > 0
         )
 
     def accepts_pinned(self) -> bool:
         """May a client already pinned here (sticky cookie) keep coming?"""
         return (
-            self.healthy and not self.ejected and self.admin_state is not AdminState.MAINT
+            self.health in IN_SERVICE and self.admin_state is not AdminState.MAINT
             and self.weight > 0
         )
 
     @property
     def state(self) -> str:
-        if self.admin_state is not AdminState.READY:
-            return self.admin_state.value
-        if not self.healthy:
-            return "down"
-        return "ejected" if self.ejected else "up"
+        return shown(self.health, self.admin_state.value)
 
     @property
     def reason(self) -> str:
-        return self.eject_reason if self.ejected and self.healthy else self.health_reason
+        return self.eject_reason if self.health is Health.EJECTED else self.health_reason
 
     def status(self) -> dict[str, Any]:
         return {
@@ -167,22 +171,51 @@ class Pool:
         "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server",
         "response_timeout", "candidates", "max_tries", "retry_on", "retry_methods",
         "retrying", "retries", "retry_outcomes", "ejections", "active_tier", "on_admin_change",
+        "events", "initial", "state", "state_reason",
     )
 
-    def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PoolConfig,
+        rng: random.Random | None = None,
+        events: EventLog | None = None,
+        initial: Health = Health.UNCHECKED,
+    ) -> None:
         self.name = name
-        self.config = config
+        self.rng = rng if rng is not None else random.Random()
+        self.events = events if events is not None else EventLog()
+        self.initial = initial  # the health of a server before its first check
         self.servers: list[Server] = []
         self.tiers: list[list[Server]] = []
-        for index, tier in enumerate(config.tier_list()):
-            members = [
-                Server(self, s.name, s.address, s.weight, index, tier.provider)
-                for s in tier.servers
-            ]
-            self.tiers.append(members)
-            self.servers.extend(members)
-        self.by_name = {s.name: s for s in self.servers}
-        self.rng = rng if rng is not None else random.Random()
+        self.by_name: dict[str, Server] = {}
+        self.latency = LatencyHistogram()
+        self.no_server = 0  # requests answered 503 because nothing was available
+        self.retrying = 0  # requests in flight that are being retried (the budget's count)
+        self.retries: dict[str, int] = {}  # retries sent, by cause
+        # How retried requests ended: answered (by a server, below 500), failed (another
+        # error), budget (a retry was refused by the budget), exhausted (no tries left).
+        self.retry_outcomes = dict.fromkeys(("answered", "failed", "budget", "exhausted"), 0)
+        self.ejections = 0
+        self.candidates: tuple[Server, ...] = ()
+        self.active_tier: int | None = None
+        self.state = "unchecked"  # up | backup | down (see refresh)
+        self.state_reason = "not checked yet"
+        # Called after an operator's change (state, weight), e.g. to save it to disk.
+        self.on_admin_change: list[Callable[[Pool], None]] = []
+        self.reconfigure(config)
+
+    def reconfigure(
+        self, config: PoolConfig, added: Mapping[str, Server] | None = None
+    ) -> list[Server]:
+        """Take ``config`` (at start and on a hot reload); return the servers it removed.
+
+        A server still in the config under the same name and address is kept, with its
+        health, ejection, operator state, counters and pooled connections; a weight that an
+        operator changed stays changed. Other servers are new: taken from ``added`` when the
+        caller has already checked them, else made here in the pool's ``initial`` health.
+        """
+        self.config = config
         self.balancer: Balancer = make_balancer(config.balance, self.rng)
         self.sticky_cookie: bytes | None = (
             config.sticky.cookie.encode("latin-1") if config.sticky else None
@@ -192,24 +225,34 @@ class Pool:
         self.hash_name = name_.lower().encode("latin-1")
         self.keyed = config.balance == "hash"  # does pick() need a key from the request?
         self.plain = self.sticky_cookie is None and not self.keyed  # no per-request lookups
-        self.latency = LatencyHistogram()
-        self.no_server = 0  # requests answered 503 because nothing was available
         self.response_timeout = config.timeouts.response  # read on every request
         retries = config.retries
         self.max_tries = retries.attempts + 1  # servers one request may be sent to
         self.retry_on = frozenset(retries.on)
         self.retry_methods = frozenset(m.encode() for m in retries.methods)
-        self.retrying = 0  # requests in flight that are being retried (the budget's count)
-        self.retries: dict[str, int] = {}  # retries sent, by cause
-        # How retried requests ended: answered (by a server, below 500), failed (another
-        # error), budget (a retry was refused by the budget), exhausted (no tries left).
-        self.retry_outcomes = dict.fromkeys(("answered", "failed", "budget", "exhausted"), 0)
-        self.ejections = 0
-        self.candidates: tuple[Server, ...] = ()
-        self.active_tier: int | None = None
-        # Called after an operator's change (state, weight), e.g. to save it to disk.
-        self.on_admin_change: list[Callable[[Pool], None]] = []
+        before = self.by_name
+        fresh = added or {}
+        self.tiers = []
+        for index, tier in enumerate(config.tier_list()):
+            members = []
+            for sc in tier.servers:
+                server = before.get(sc.name)
+                if server is None or server.address != sc.address:
+                    server = fresh.get(sc.name) or Server(
+                        self, sc.name, sc.address, sc.weight, index, tier.provider, self.initial
+                    )
+                elif server.weight == server.config_weight:
+                    server.weight = sc.weight  # not changed by an operator: the config's
+                server.config_weight = sc.weight
+                server.tier = index
+                server.provider = tier.provider
+                members.append(server)
+            self.tiers.append(members)
+        self.servers = [server for tier in self.tiers for server in tier]
+        self.by_name = {server.name: server for server in self.servers}
+        kept = set(self.servers)
         self.refresh()
+        return [server for server in before.values() if server not in kept]
 
     def refresh(self) -> None:
         """Recompute the candidate set: the available servers of the first tier that has any.
@@ -218,14 +261,36 @@ class Pool:
         that is reached only when every tier before it has none. When a primary returns, the
         next refresh makes its tier the candidate set again (automatic failback).
         """
+        self.candidates = ()
+        self.active_tier = None
         for index, tier in enumerate(self.tiers):
             available = tuple(s for s in tier if s.is_available())
             if available:
                 self.candidates = available
                 self.active_tier = index
-                return
-        self.candidates = ()
-        self.active_tier = None
+                break
+        self._pool_state()
+
+    def _pool_state(self) -> None:
+        """Publish the pool's state when it changes: up, backup (served by a later tier),
+        down (no server available)."""
+        if self.active_tier is None:
+            if any(s.health is Health.UNCHECKED for s in self.servers):
+                return  # not checked yet: not down, not up
+            state = "down"
+            why = "no server available: " + (
+                ", ".join(f"{s.name} {s.state}" for s in self.servers) or "none configured"
+            )
+        elif self.active_tier == 0:
+            state, why = "up", f"{len(self.candidates)} of {len(self.servers)} servers available"
+        else:
+            state = "backup"
+            first = self.tiers[0][0].provider if self.tiers[0] else "tier 0"
+            provider = self.candidates[0].provider or f"tier {self.active_tier}"
+            why = f"no server of {first or 'tier 0'} available; serving from {provider}"
+        if state != self.state:
+            old, self.state, self.state_reason = self.state, state, why
+            self.events.publish("pool", self.name, old, state, why)
 
     def pick(self, key: bytes | None) -> Server | None:
         return self.balancer.pick(self.candidates, key)
@@ -256,7 +321,7 @@ class Pool:
         """Live traffic saw ``server`` fail (connect failure, timeout, reset, 5xx): count
         the streak and eject the server when it is long enough. True when ejected now."""
         outlier = self.config.outlier
-        if not outlier.enabled or server.ejected:
+        if not outlier.enabled or server.health not in EJECTABLE:
             return False
         ok = server.responses[1] + server.responses[2] + server.responses[3]
         ok += server.responses[4]
@@ -266,37 +331,52 @@ class Pool:
         server.fail_streak += 1
         if server.fail_streak < outlier.consecutive_failures:
             return False
-        ejected = sum(1 for s in self.servers if s.ejected)
+        ejected = sum(1 for s in self.servers if s.health is Health.EJECTED)
         if ejected >= max(1, int(len(self.servers) * outlier.max_ejected)):
             return False  # the cap: ejecting more would overload the rest
         server.times_ejected += 1
         self.ejections += 1
         seconds = min(outlier.ejection * server.times_ejected, outlier.max_ejection)
-        server.ejected = True
         server.ejected_until = now + seconds
         server.fail_streak = 0
         server.eject_reason = (
             f"ejected for {format_duration(seconds)}: "
             f"{outlier.consecutive_failures} consecutive failures, last: {what}"
         )
-        logger.warning("server %s/%s %s", self.name, server.name, server.eject_reason)
-        self.refresh()
+        self._step(server, Signal.EJECT, server.eject_reason)
         return True
 
     def expire_ejections(self, now: float) -> None:
-        """Put back servers whose ejection is over. One that is down by its active check
-        stays out until the check passes (``rise`` times); one that its check found down
-        and then up again is back already (``set_health``)."""
-        back = [s for s in self.servers if s.ejected and s.ejected_until <= now]
-        for server in back:
-            server.ejected = False
-            server.fail_streak = 0
-            logger.warning(
-                "server %s/%s back from ejection (%s)", self.name, server.name,
-                "up" if server.healthy else "still down by its health check",
-            )
-        if back:
+        """Put back servers whose ejection is over. (One that its checks found down in the
+        meantime is down, not ejected: it comes back when ``rise`` checks pass.)"""
+        for server in self.servers:
+            if server.health is Health.EJECTED and server.ejected_until <= now:
+                server.fail_streak = 0
+                self._step(server, Signal.RETURN, f"back from ejection; {server.health_reason}")
+
+    def check_result(self, server: Server, signal: Signal, reason: str) -> None:
+        """Record what an active check saw (``reason`` says it) and move the server's health."""
+        server.health_reason = reason
+        self._step(server, signal, reason)
+
+    def _step(self, server: Server, signal: Signal, reason: str) -> None:
+        """Move ``server`` by the transition table; publish and apply what changed."""
+        old = server.health
+        new = next_health(old, signal)
+        if new is old:
+            return
+        before = server.state
+        server.health = new
+        if server.state != before:
+            self.events.publish("server", f"{self.name}/{server.name}", before, server.state,
+                                reason)
+        if (old in IN_SERVICE) != (new in IN_SERVICE):
             self.refresh()
+        if new is Health.DOWN:
+            # Requests waiting on it for a response head (a hung server) go elsewhere now,
+            # not at the response timeout.
+            for upstream in list(server.conns):
+                upstream.server_down()
 
     def pinned(self, name: bytes) -> Server | None:
         """The server a sticky cookie names, if it may still take that client."""
@@ -307,9 +387,13 @@ class Pool:
 
     # -- runtime changes (admin API) --------------------------------------------------------
 
-    def set_admin_state(self, server: str, state: AdminState) -> Server:
+    def set_admin_state(self, server: str, state: AdminState, why: str = "operator") -> Server:
         target = self.by_name[server]
+        before = target.state
         target.admin_state = state
+        if target.state != before:
+            self.events.publish("server", f"{self.name}/{target.name}", before, target.state,
+                                f"set by {why}")
         self.refresh()
         for callback in self.on_admin_change:
             callback(self)
@@ -323,28 +407,11 @@ class Pool:
             callback(self)
         return target
 
-    def set_health(self, server: Server, healthy: bool, reason: str) -> bool:
-        """Record a health verdict; return True when it changed the server's health."""
-        server.health_reason = reason
-        if server.healthy == healthy:
-            return False
-        server.healthy = healthy
-        if healthy and server.ejected:
-            # Down by its checks since the ejection, and now up again (rise passes): the
-            # failure that ejected it is over (a restarted server), so it is back at once.
-            server.ejected = False
-            server.fail_streak = 0
-        self.refresh()
-        if not healthy:
-            # Requests waiting on it for a response head (a hung server) go elsewhere now,
-            # not at the response timeout.
-            for upstream in list(server.conns):
-                upstream.server_down()
-        return True
-
     def status(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "state": self.state,
+            "reason": self.state_reason,
             "balance": self.config.balance,
             "active_tier": self.active_tier,
             "available": len(self.candidates),

@@ -31,6 +31,7 @@ from ninelives.client import AdminClient, AdminError, parse_target, render_statu
 from ninelives.config import Config, parse_config
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
+from ninelives.states import Health, Signal
 
 TOKEN = "s3cret-token"
 CONFIG = """
@@ -65,7 +66,9 @@ class FakeNode:
     listeners: list[ListenerStats] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.pools = {name: Pool(name, pc) for name, pc in self.config.pools.items()}
+        self.pools = {
+            name: Pool(name, pc, initial=Health.UP) for name, pc in self.config.pools.items()
+        }
         self.listeners = [
             ListenerStats(lc.name, lc.protocol, lc.pool) for lc in self.config.listeners
         ]
@@ -480,7 +483,7 @@ def test_client_says_when_nothing_listens() -> None:
 
 
 def test_render_status(admin: AdminServer, node: FakeNode) -> None:
-    node.pools["app"].set_health(node.pools["app"].by_name["a2"], False, "connect refused")
+    node.pools["app"].check_result(node.pools["app"].by_name["a2"], Signal.FALL, "connect refused")
     console = Console(record=True, width=200)
     render_status(AdminClient(admin.address, None).status(), console)
     text = console.export_text()

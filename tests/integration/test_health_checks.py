@@ -115,19 +115,23 @@ HTTP_CHECK = "http: {path: /healthz, expect: 200}"
 
 
 class Transitions(logging.Handler):
+    """The server transitions logged by the event log: (server, old, new, reason)."""
+
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.seen: list[tuple[str, str, str, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         fields = record.__dict__
-        self.seen.append((fields["server"], fields["old"], fields["new"], fields["reason"]))
+        if fields.get("kind") == "server":
+            server = fields["entity"].partition("/")[2]
+            self.seen.append((server, fields["old"], fields["new"], fields["reason"]))
 
 
 @pytest.fixture
 def transitions() -> Iterator[Transitions]:
     handler = Transitions()
-    logger = logging.getLogger("ninelives.health")
+    logger = logging.getLogger("ninelives.events")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)
@@ -150,7 +154,10 @@ def test_first_round_marks_a_dead_server_down_at_once(transitions: Transitions) 
             assert not dead_server.healthy
             assert dead_server.health_reason == "1 check failed: connect refused"
             assert pool.candidates == (live_server,)
-            assert transitions.seen == [("dead", "up", "down", "1 check failed: connect refused")]
+            assert transitions.seen == [
+                ("live", "unchecked", "up", "1 check passed: HTTP 200"),
+                ("dead", "unchecked", "down", "1 check failed: connect refused"),
+            ]
             assert live.user_agents == {"ninelives-health"}
         finally:
             await live.stop()
@@ -166,19 +173,26 @@ def test_server_goes_down_after_fall_and_back_after_rise(transitions: Transition
         try:
             await checker.first_round()
             assert {s.name for s in pool.candidates} == {"a", "b"}
+            transitions.seen.clear()
             checker.start()
             server = pool.by_name["a"]
 
             a.sick = True
             await until(lambda: not server.healthy, "a to be marked down")
             # The reason says how many failed checks it took: exactly `fall`.
-            down = ("a", "up", "down", "3 checks failed: HTTP 503, expected 200")
-            assert transitions.seen == [down]
+            # Falling after the first failure (still in rotation), down after the third.
+            assert transitions.seen == [
+                ("a", "up", "falling", "1 check failed: HTTP 503, expected 200"),
+                ("a", "falling", "down", "3 checks failed: HTTP 503, expected 200"),
+            ]
             assert pool.candidates == (pool.by_name["b"],)
 
             a.sick = False
             await until(lambda: server.healthy, "a to come back")
-            assert transitions.seen[1:] == [("a", "down", "up", "2 checks passed: HTTP 200")]
+            assert transitions.seen[2:] == [
+                ("a", "down", "rising", "1 check passed: HTTP 200"),
+                ("a", "rising", "up", "2 checks passed: HTTP 200"),
+            ]
             assert {s.name for s in pool.candidates} == {"a", "b"}
             assert pool.by_name["b"].healthy  # the other server was never disturbed
         finally:
@@ -197,11 +211,14 @@ def test_flapping_server_with_rise_and_fall_never_changes(transitions: Transitio
         backend.flap = True
         try:
             await checker.first_round()
+            transitions.seen.clear()
             checker.start()
             await until(lambda: backend.checks >= 8, "eight checks")
             assert backend.statuses[503] >= 4
             assert pool.by_name["a"].healthy
-            assert transitions.seen == []
+            # Every failure shows as "falling", every pass brings it back to "up": it is
+            # never taken out of rotation.
+            assert {new for _, _, new, _ in transitions.seen} == {"falling", "up"}
         finally:
             await checker.stop()
             await backend.stop()

@@ -16,6 +16,7 @@ import uvloop
 from ninelives.config import parse_config
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
+from ninelives.states import Health, Signal
 from ninelives.tcp import HIGH_WATER, Downstream, tcp_protocol_factory
 from tests.support.aio import until
 
@@ -188,7 +189,8 @@ pools:
 {servers}
 """
     config = parse_config(text)
-    return Proxy(Pool("app", config.pools["app"]), ListenerStats("front", "tcp", "app"))
+    pool = Pool("app", config.pools["app"], initial=Health.UP)
+    return Proxy(pool, ListenerStats("front", "tcp", "app"))
 
 
 def server_line(name: str, port: int, backup: bool = False) -> str:
@@ -463,7 +465,8 @@ def test_no_available_server_closes_the_client(
         backend = await Backend("e1", echo).start()
         proxy = await make_proxy(server_line("e1", backend.port)).start()
         try:
-            proxy.pool.set_health(proxy.pool.by_name["e1"], False, "marked down by the test")
+            e1 = proxy.pool.by_name["e1"]
+            proxy.pool.check_result(e1, Signal.FALL, "marked down by the test")
             reader, writer = await proxy.connect()
             assert await reader.read() == b""
             writer.close()
@@ -524,9 +527,9 @@ def test_backup_tier_takes_over_and_primary_fails_back(
 
         try:
             assert await who() == "p1"
-            pool.set_health(pool.by_name["p1"], False, "marked down by the test")
+            pool.check_result(pool.by_name["p1"], Signal.FALL, "marked down by the test")
             assert [await who() for _ in range(3)] == ["b1"] * 3
-            pool.set_health(pool.by_name["p1"], True, "marked up by the test")
+            pool.check_result(pool.by_name["p1"], Signal.RISE, "marked up by the test")
             assert await who() == "p1"
         finally:
             proxy.stop()

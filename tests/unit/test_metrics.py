@@ -14,6 +14,7 @@ from ninelives.config import parse_config
 from ninelives.listener import ListenerStats
 from ninelives.metrics import NodeCollector, histogram_buckets
 from ninelives.pool import LATENCY_BUCKETS, AdminState, LatencyHistogram, Pool
+from ninelives.states import Health, Signal
 
 CONFIG = """
 listeners:
@@ -61,7 +62,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 @pytest.fixture
 def node() -> FakeNode:
     cfg = parse_config(CONFIG)
-    pool = Pool("app", cfg.pools["app"])
+    pool = Pool("app", cfg.pools["app"], initial=Health.UP)
     web = ListenerStats("web", "http", "app")
     return FakeNode(name="lb-1", pools={"app": pool}, listeners=[web])
 
@@ -138,7 +139,7 @@ def test_server_and_provider_counters(node: FakeNode) -> None:
 def test_server_state_up_weight_and_pool_gauges(node: FakeNode) -> None:
     pool = node.pools["app"]
     pool.set_admin_state("a1", AdminState.DRAIN)
-    pool.set_health(pool.by_name["a2"], False, "connect refused")
+    pool.check_result(pool.by_name["a2"], Signal.FALL, "connect refused")
     pool.set_weight("b1", 7)
     pool.no_server = 9
     s = scrape(node)

@@ -7,6 +7,7 @@ import pytest
 
 from ninelives.config import ConfigError, parse_config
 from ninelives.pool import Pool, Server
+from ninelives.states import Health, Signal
 
 
 def make_pool(servers: int = 4, pool_yaml: str = "") -> Pool:
@@ -16,7 +17,7 @@ def make_pool(servers: int = 4, pool_yaml: str = "") -> Pool:
         f"pools: {{app: {{servers: [{entries}]{pool_yaml}}}}}\n",
         env={},
     )
-    return Pool("app", cfg.pools["app"])
+    return Pool("app", cfg.pools["app"], initial=Health.UP)
 
 
 def fail(pool: Pool, server: Server, times: int, now: float = 100.0) -> list[bool]:
@@ -140,9 +141,9 @@ def test_a_server_found_down_and_then_up_by_its_check_is_back_before_its_time() 
     pool = make_pool()
     s0 = pool.servers[0]
     fail(pool, s0, 3, now=100.0)  # killed: ejected until 110
-    assert pool.set_health(s0, False, "2 checks failed: connect refused")
+    pool.check_result(s0, Signal.FALL, "2 checks failed: connect refused")
     assert s0.state == "down"
-    assert pool.set_health(s0, True, "2 checks passed: ok")  # restarted
+    pool.check_result(s0, Signal.RISE, "2 checks passed: ok")  # restarted
     assert not s0.ejected and s0.state == "up" and s0 in pool.candidates
 
 
@@ -150,5 +151,5 @@ def test_an_ejected_server_whose_check_keeps_passing_stays_out_for_its_time() ->
     pool = make_pool()
     s0 = pool.servers[0]
     fail(pool, s0, 3, now=100.0)
-    assert not pool.set_health(s0, True, "3 checks passed: ok")  # no change of health
+    pool.check_result(s0, Signal.PASS, "3 checks passed: ok")  # no change of health
     assert s0.ejected and s0 not in pool.candidates

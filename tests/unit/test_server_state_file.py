@@ -7,6 +7,7 @@ from pathlib import Path
 from ninelives import runtime_state
 from ninelives.config import parse_config
 from ninelives.pool import AdminState, Pool
+from ninelives.states import Health
 
 CONFIG = """
 listeners: [{name: web, bind: 127.0.0.1:0, pool: app}]
@@ -20,7 +21,7 @@ pools:
 
 def pools() -> dict[str, Pool]:
     config = parse_config(CONFIG)
-    return {name: Pool(name, pool) for name, pool in config.pools.items()}
+    return {name: Pool(name, pool, initial=Health.UP) for name, pool in config.pools.items()}
 
 
 def test_round_trip_keeps_only_what_differs_from_the_config(tmp_path: Path) -> None:
