@@ -18,16 +18,19 @@ import html
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, cast
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import httptools
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ninelives.address import Address
+from ninelives.config import ConfigError, ReloadError
+from ninelives.events import EventLog
 from ninelives.listener import ListenerStats
 from ninelives.metrics import NodeCollector
 from ninelives.pool import AdminState, Pool, Server
@@ -68,8 +71,11 @@ class NodeLike(Protocol):
     def admin_token(self) -> str | None: ...
     @property
     def started_at(self) -> float: ...
+    @property
+    def events(self) -> EventLog: ...
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
+    async def reload(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +120,10 @@ class Response:
 
 _SERVER_ACTION = re.compile(r"/v1/pools/([^/]+)/servers/([^/]+)/(state|weight)")
 _ENDPOINTS = (
-    "GET /healthz, /readyz, /v1/status, /metrics, /status; "
-    "POST /v1/pools/POOL/servers/SERVER/state|weight"
+    "GET /healthz, /readyz, /v1/status, /v1/events, /metrics, /status; "
+    "POST /v1/reload, /v1/pools/POOL/servers/SERVER/state|weight"
 )
+Answer = Response | Awaitable[Response]
 
 
 class AdminApp:
@@ -134,13 +141,21 @@ class AdminApp:
             "/status": self.status_page,
         }
 
-    def handle(self, request: Request) -> Response:
-        path = request.path.partition("?")[0]
+    def handle(self, request: Request) -> Answer:
+        path, _, query = request.path.partition("?")
         read = self.reads.get(path)
         if read is not None:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed(request.method, path, "GET")
             return read()
+        if path == "/v1/events":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request.method, path, "GET")
+            return self.list_events(query)
+        if path == "/v1/reload":
+            if request.method != "POST":
+                return _not_allowed(request.method, path, "POST")
+            return self.authorize(request.authorization) or self.reload(request.peer)
         action = _SERVER_ACTION.fullmatch(path)
         if action is None:
             return Response.error(404, f"no endpoint {path} (endpoints: {_ENDPOINTS})")
@@ -208,7 +223,37 @@ class AdminApp:
     def status_page(self) -> Response:
         return Response(200, render_status_page(self.node.status()).encode(), HTML)
 
+    def list_events(self, query: str) -> Response:
+        """``?after=ID`` (events after that one; 0 = all kept) and ``?limit=N``."""
+        params = parse_qs(query)
+        try:
+            after = int(params.get("after", ["0"])[-1])
+            limit = int(params.get("limit", ["1000"])[-1])
+        except ValueError as exc:
+            return Response.error(400, f"expected integers for after and limit: {exc}")
+        events = self.node.events.since(after, max(0, limit))
+        return Response.json(200, {
+            "events": [event.as_dict() for event in events],
+            "last": self.node.events.last_id,
+        })
+
     # -- changes ------------------------------------------------------------------------------
+
+    async def reload(self, peer: str) -> Response:
+        log.info("%s asked for a reload", peer)
+        try:
+            changes = await self.node.reload()
+        except ConfigError as exc:
+            for line in exc.problems:
+                log.error("reload refused: %s", line)
+            return Response.json(400, {
+                "error": f"the config has {len(exc.problems)} problem(s); nothing changed",
+                "problems": exc.problems,
+            })
+        except ReloadError as exc:
+            log.error("reload refused: %s", exc)
+            return Response.error(409, f"{exc}; nothing changed")
+        return Response.json(200, {"reloaded": True, "changes": changes})
 
     def set_state(self, pool: Pool, server: Server, value: Any, peer: str) -> Response:
         try:
@@ -268,6 +313,10 @@ class AdminProtocol(asyncio.Protocol):
         self.authorization: str | None = None
         self.body = bytearray()
         self.closing = False
+        # Answers not written yet, in request order: a reload is answered when it is done,
+        # and a request pipelined behind it must not overtake it.
+        self.waiting: deque[_Pending] = deque()
+        self.done_reading = False  # "Connection: close" seen: the rest is not read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -292,12 +341,12 @@ class AdminProtocol(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.done_reading:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            if not self.closing:  # a bug in a callback, not the client's fault
+            if not self.closing and not self.done_reading:  # a bug in a callback
                 log.exception("admin request from %s failed", self.peer)
                 self.finish(Response.error(500, "internal error; see the node's log"), False)
         except httptools.HttpParserUpgrade:
@@ -343,11 +392,31 @@ class AdminProtocol(asyncio.Protocol):
             peer=self.peer,
         )
         keep_alive = bool(self.parser.should_keep_alive())
-        self.finish(self.app.handle(request), keep_alive, request.method != "HEAD")
+        answer = self.app.handle(request)
+        if isinstance(answer, Response) and not self.waiting:
+            self.finish(answer, keep_alive, request.method != "HEAD")
+        else:
+            pending = _Pending(keep_alive, request.method != "HEAD")
+            self.waiting.append(pending)
+            if isinstance(answer, Response):
+                pending.response = answer
+            else:
+                if self.deadline is not None:
+                    self.deadline.cancel()  # working on it: not the client's delay
+                task = self.loop.create_task(_answer(answer))
+                task.add_done_callback(lambda done: self.resolved(pending, done.result()))
         if not keep_alive:
+            self.done_reading = True
             raise _Stop("the client asked to close")  # ignore anything pipelined after
 
     # -- replies ------------------------------------------------------------------------------
+
+    def resolved(self, pending: _Pending, response: Response) -> None:
+        pending.response = response
+        while self.waiting and self.waiting[0].response is not None:
+            first = self.waiting.popleft()
+            assert first.response is not None
+            self.finish(first.response, first.keep_alive, first.with_body)
 
     def check_head(self, size: int) -> None:
         self.head_size += size
@@ -372,6 +441,21 @@ class AdminProtocol(asyncio.Protocol):
             self.arm_deadline(LINGER)
         else:
             self.transport.close()
+
+
+@dataclass(slots=True)
+class _Pending:
+    keep_alive: bool
+    with_body: bool
+    response: Response | None = None
+
+
+async def _answer(work: Awaitable[Response]) -> Response:
+    try:
+        return await work
+    except Exception:
+        log.exception("admin request failed")
+        return Response.error(500, "internal error; see the node's log")
 
 
 async def start_admin(node: NodeLike, address: Address) -> asyncio.Server:

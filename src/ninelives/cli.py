@@ -56,7 +56,7 @@ def run(config: Path, log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        uvloop.run(serve(cfg))
+        uvloop.run(serve(cfg, config.resolve()))
     except NodeStartError as exc:
         click.echo(f"ninelives: {exc}", err=True)
         sys.exit(1)
@@ -159,6 +159,20 @@ def weight(target: str, weight: int, admin: str | None, token: str | None) -> No
         click.echo(f"{pool}/{server}: weight {result.get('weight', weight)}")
 
     _call(change)
+
+
+@main.command()
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+def reload(admin: str | None, token: str | None) -> None:
+    """Hot reload: the node reads its config file again (as SIGHUP does). A bad config
+    changes nothing; its problems are printed."""
+
+    def ask() -> None:
+        for line in _client(admin, token).reload():
+            click.echo(line)
+
+    _call(ask)
 
 
 @main.command()

@@ -18,7 +18,10 @@ from rich.table import Table
 from rich.text import Text
 
 HINT = "is `ninelives run` running? set --admin or NINELIVES_ADMIN"
-STATE_STYLES = {"up": "green", "down": "bold red", "drain": "yellow", "maint": "magenta"}
+STATE_STYLES = {
+    "up": "green", "down": "bold red", "drain": "yellow", "maint": "magenta",
+    "falling": "yellow", "rising": "cyan", "ejected": "red", "unchecked": "dim",
+}
 
 
 class AdminError(Exception):
@@ -42,6 +45,12 @@ class AdminClient:
 
     def set_weight(self, pool: str, server: str, weight: int) -> dict[str, Any]:
         return self._call("POST", f"{_server_path(pool, server)}/weight", {"weight": weight})
+
+    def reload(self) -> list[str]:
+        """Ask the node to read its config again; the changes it made. A refused reload
+        raises AdminError listing every problem."""
+        changes = self._call("POST", "/v1/reload", {}).get("changes", [])
+        return [str(line) for line in changes]
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(self.base + path, method=method)
@@ -90,10 +99,12 @@ def _server_path(pool: str, server: str) -> str:
 
 def _http_error(exc: urllib.error.HTTPError) -> str:
     try:
-        message = json.loads(exc.read())["error"]
-    except (ValueError, KeyError, TypeError, OSError):
-        message = exc.reason
-    return f"{message} (HTTP {exc.code})"
+        answer = json.loads(exc.read())
+        message = answer["error"]
+        problems = [str(p) for p in answer.get("problems", [])]
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        message, problems = exc.reason, []
+    return "\n".join([*problems, f"{message} (HTTP {exc.code})"])
 
 
 def parse_target(text: str) -> tuple[str, str]:

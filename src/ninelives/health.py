@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -203,7 +204,8 @@ class HealthChecker:
         self.loop = loop
         self.rng = rng if rng is not None else random.Random()
         self.states: dict[str, HealthState] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, tuple[Server, asyncio.Task[None]]] = {}
+        self.running = False
 
     @property
     def health(self) -> HealthConfig:
@@ -218,32 +220,57 @@ class HealthChecker:
 
     def start(self) -> None:
         """Start one checking task per server, each at a random offset within the interval."""
-        if self._tasks:
-            return
-        interval = self.health.interval
+        self.running = True
         for server in self.pool.servers:
-            # Jitter spreads the probes so servers (and our loop) do not see them in bursts.
-            offset = self.rng.uniform(0, interval)
-            task = self.loop.create_task(
-                self._run(server, offset), name=f"health:{self.pool.name}/{server.name}"
-            )
-            self._tasks.append(task)
+            if server.name not in self._tasks:
+                self._start(server)
+
+    def _start(self, server: Server) -> None:
+        # Jitter spreads the probes so servers (and our loop) do not see them in bursts.
+        offset = self.rng.uniform(0, self.health.interval)
+        task = self.loop.create_task(
+            self._run(server, offset), name=f"health:{self.pool.name}/{server.name}"
+        )
+        self._tasks[server.name] = (server, task)
+
+    def sync(self, checked: Iterable[tuple[Server, CheckResult]] = ()) -> None:
+        """After a reload changed the pool's servers: forget the removed ones, take the
+        first check of the new ones (made before they joined), and check them from now on."""
+        current = {server.name: server for server in self.pool.servers}
+        for name, (server, task) in list(self._tasks.items()):
+            if current.get(name) is not server:
+                task.cancel()
+                del self._tasks[name]
+        for name in list(self.states):
+            if name not in current:
+                del self.states[name]
+        for server, result in checked:
+            self.states.pop(server.name, None)
+            self.record(server, result)
+        if self.running:
+            self.start()
+
+    def cancel(self) -> None:
+        """Stop checking (a pool removed by a reload); probes in flight are dropped."""
+        self.running = False
+        for _, task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
+        tasks = [task for _, task in self._tasks.values()]
+        self.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def _run(self, server: Server, offset: float) -> None:
-        interval = self.health.interval
         next_at = self.loop.time() + offset
         while True:
             await asyncio.sleep(max(0.0, next_at - self.loop.time()))
             # Start-to-start spacing, as HAProxy's `inter`; a slow check does not stack up.
-            next_at = max(next_at + interval, self.loop.time())
+            # The interval is read each time: a reload may have changed it.
+            next_at = max(next_at + self.health.interval, self.loop.time())
             self.record(server, await probe(server, self.health))
 
     def record(self, server: Server, result: CheckResult) -> None:

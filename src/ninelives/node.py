@@ -2,7 +2,8 @@
 
 The life cycle reads as ``start()``, ``wait()``, ``shutdown()``: start binds everything and
 prints the readiness line, wait returns on SIGTERM/SIGINT, shutdown stops accepting and
-lets in-flight requests finish within a deadline.
+lets in-flight requests finish within a deadline. ``reload()`` (SIGHUP, the admin API)
+applies the config file again (see :mod:`ninelives.reload`).
 """
 
 from __future__ import annotations
@@ -13,98 +14,118 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ninelives import __version__, runtime_state
-from ninelives.admin import start_admin
-from ninelives.config import Config, ListenerConfig
+from ninelives.config import Config, ConfigError, ReloadError, load_config
+from ninelives.events import EventLog
 from ninelives.health import HealthChecker
-from ninelives.http.context import HttpContext, Route
-from ninelives.http.downstream import Downstream
+from ninelives.http.context import HttpContext
 from ninelives.http.idle import close_idle_clients, close_idle_upstreams, expire_responses
-from ninelives.listener import ListenerStats
-from ninelives.pool import Pool
+from ninelives.listener import Binding, ListenerStats
+from ninelives.pool import Pool, Server
+from ninelives.reload import Front, apply
 from ninelives.tcp import Downstream as TcpDownstream
-from ninelives.tcp import tcp_protocol_factory
 
 log = logging.getLogger("ninelives.node")
 
 SHUTDOWN_DEADLINE = 15.0  # seconds in-flight requests get to finish on SIGTERM
-LISTEN_BACKLOG = 4096
 SWEEP_TICK = 0.05  # seconds: how late a response timeout may fire at most
 
 
 class Node:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # read again on reload; None: reload refused
         self.name = config.node.name
         self.admin_token = config.admin.token
         self.started_at = time.time()
-        self.pools = {name: Pool(name, pool_config) for name, pool_config in config.pools.items()}
-        self.listeners = [
-            ListenerStats(lc.name, lc.protocol, lc.pool) for lc in config.listeners
-        ]
+        self.loop = asyncio.get_running_loop()
+        self.events = EventLog()
+        # Filled by reload.apply at start and changed by every reload.
+        self.pools: dict[str, Pool] = {}
+        self.checkers: dict[str, HealthChecker] = {}
+        self.fronts: dict[str, Front] = {}
+        self.bindings: dict[str, Binding] = {}
+        self.listeners: list[ListenerStats] = []
+        self.contexts: list[HttpContext] = []  # every HTTP listener's, while it has clients
+        self.retired: list[Server] = []  # servers removed by a reload, finishing requests
+        self.tcp_connections: set[TcpDownstream] = set()
+        self.admin: asyncio.Server | None = None
         self.admin_address = ""
         # Drain, maint and weights set at runtime survive a restart (kept under state_dir).
         self.state_path = config.node.state_dir / runtime_state.FILE_NAME
-        for line in runtime_state.restore(self.state_path, self.pools):
-            log.info("%s", line)
-        for pool in self.pools.values():
-            pool.on_admin_change.append(self._save_state)
-        loop = asyncio.get_running_loop()
-        self.checkers = [HealthChecker(pool, loop) for pool in self.pools.values()]
-        self.contexts: list[HttpContext] = []
-        self.tcp_connections: set[TcpDownstream] = set()
-        self.servers: list[asyncio.Server] = []
-        self.admin: asyncio.Server | None = None
+        self.started = False
         self.ready = False
         self.stopping = asyncio.Event()
+        self.reloading = asyncio.Lock()
+        self.reloads = 0
         self.sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- start -----------------------------------------------------------------------------
 
     async def start(self) -> str:
         """Check every server once, bind every listener and the admin API; return the
         readiness line (the caller prints it)."""
-        loop = asyncio.get_running_loop()
-        # One round of checks before serving: a dead server is never taken for a live one.
-        await asyncio.gather(*(checker.first_round() for checker in self.checkers))
-        for lc, stats in zip(self.config.listeners, self.listeners, strict=True):
-            factory = self._factory(lc, stats, loop)
-            for address in lc.bind:
-                server = await loop.create_server(
-                    factory, address.host, address.port,
-                    reuse_address=True, backlog=LISTEN_BACKLOG,
-                )
-                self.servers.append(server)
-                stats.addresses.extend(_bound(server))
-        self.admin = await start_admin(self, self.config.admin.listen)
-        self.admin_address = ",".join(_bound(self.admin))
-        for checker in self.checkers:
+        for line in await apply(self, self.config):
+            log.info("%s", line)
+        self.started = True
+        for checker in self.checkers.values():
             checker.start()
-        self.sweeper = loop.create_task(self._sweep())
+        self.sweeper = self.loop.create_task(self._sweep())
         self.ready = True
         parts = [f"ninelives ready node={self.name}", f"admin={self.admin_address}"]
         parts += [f"{s.name}={','.join(s.addresses)}" for s in self.listeners]
         return " ".join(parts)
 
-    def _factory(
-        self, lc: ListenerConfig, stats: ListenerStats, loop: asyncio.AbstractEventLoop
-    ) -> Any:
-        pool = self.pools[lc.pool]
-        if lc.protocol == "tcp":
-            return tcp_protocol_factory(stats, pool, loop, self.tcp_connections)
-        routes = tuple(
-            Route(
-                host=r.match.host.lower().encode() if r.match.host else None,
-                path_prefix=r.match.path_prefix.encode() if r.match.path_prefix else None,
-                pool=self.pools[r.pool],
+    async def reload(self) -> list[str]:
+        """Read the config file again and apply it; one sentence per change.
+
+        Raises ConfigError (every problem; nothing changed), ReloadError (valid but cannot
+        be applied, e.g. an address in use; nothing changed)."""
+        if self.config_path is None:
+            raise ReloadError("this node was not started from a config file")
+        async with self.reloading:
+            config = load_config(self.config_path)
+            changes = await apply(self, config)
+            self.reloads += 1
+            self.events.publish(
+                "node", self.name, f"config {self.reloads - 1}", f"config {self.reloads}",
+                "reloaded: " + "; ".join(changes),
             )
-            for r in lc.routes
-        )
-        ctx = HttpContext(loop=loop, stats=stats, pool=pool, routes=routes)
-        self.contexts.append(ctx)
-        return lambda: Downstream(ctx)
+            for line in changes:
+                log.info("reload: %s", line)
+            return changes
+
+    def reload_in_background(self) -> None:
+        """SIGHUP: reload, and log what happened (there is nobody to answer)."""
+
+        async def run() -> None:
+            try:
+                await self.reload()
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload refused: %s", problem)
+                log.error("reload refused: %d problem(s); nothing changed", len(exc.problems))
+            except ReloadError as exc:
+                log.error("reload refused: %s; nothing changed", exc)
+
+        task = self.loop.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def retire(self, servers: list[Server]) -> None:
+        """Servers a reload removed: their idle connections close now, requests in flight
+        finish (and are still timed out by the sweep)."""
+        for server in servers:
+            for upstream in server.idle:
+                upstream.closed = True
+                upstream.transport.close()
+            server.idle.clear()
+            if server.conns:
+                self.retired.append(server)
 
     async def _sweep(self) -> None:
         """Time out what is overdue: responses (every tick), idle connections (every second,
@@ -113,22 +134,37 @@ class Node:
         One sweep for all connections instead of a timer per request: a timer costs about
         2 us to arm and cancel, a queue entry a tenth of that.
         """
-        loop = asyncio.get_running_loop()
-        idle_period = min([1.0] + [p.config.timeouts.idle / 4 for p in self.pools.values()])
         next_idle_sweep = 0.0
         while True:
             await asyncio.sleep(SWEEP_TICK)
-            now = loop.time()
-            for pool in self.pools.values():
-                expire_responses(pool, now)
-                pool.expire_ejections(now)
-            if now < next_idle_sweep:
-                continue
-            next_idle_sweep = now + idle_period
-            for ctx in self.contexts:
-                close_idle_clients(ctx, now)
-            for pool in self.pools.values():
-                close_idle_upstreams(pool, now)
+            try:
+                next_idle_sweep = self._sweep_once(self.loop.time(), next_idle_sweep)
+            except Exception:  # a bug here must not stop every timeout of the node
+                log.exception("sweep failed; going on")
+
+    def _sweep_once(self, now: float, next_idle_sweep: float) -> float:
+        for pool in self.pools.values():
+            expire_responses(pool.servers, now)
+            pool.expire_ejections(now)
+        if self.retired:
+            self._sweep_retired(now)
+        if now < next_idle_sweep:
+            return next_idle_sweep
+        pools = self.pools.values()
+        for ctx in self.contexts:
+            close_idle_clients(ctx, now)
+        for pool in pools:
+            close_idle_upstreams(pool.servers, pool.config.timeouts.idle, now)
+        live = {front.ctx for front in self.fronts.values()}
+        self.contexts = [c for c in self.contexts if c in live or c.connections]
+        return now + min([1.0] + [p.config.timeouts.idle / 4 for p in pools])
+
+    def _sweep_retired(self, now: float) -> None:
+        """Servers a reload removed: time out their overdue responses, close connections
+        as they come back idle, forget the server once it has none."""
+        expire_responses(self.retired, now)
+        close_idle_upstreams(self.retired, -1.0, now)  # every idle one: no request will come
+        self.retired = [server for server in self.retired if server.conns]
 
     # -- run and stop ----------------------------------------------------------------------
 
@@ -136,9 +172,9 @@ class Node:
         return self.ready and not self.stopping.is_set()
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            self.loop.add_signal_handler(sig, self.stopping.set)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload_in_background)
 
     async def wait(self) -> None:
         await self.stopping.wait()
@@ -147,8 +183,9 @@ class Node:
         """Stop accepting, let in-flight requests finish within ``deadline``, then close."""
         self.stopping.set()
         self.ready = False
-        for server in self.servers:
-            server.close()
+        for binding in self.bindings.values():
+            if binding.server is not None:
+                binding.server.close()
         for ctx in self.contexts:
             for conn in list(ctx.connections):
                 conn.shutdown()
@@ -165,17 +202,14 @@ class Node:
                 tcp.upstream.transport.abort()
         if self.sweeper is not None:
             self.sweeper.cancel()
-        for checker in self.checkers:
+        for checker in self.checkers.values():
             await checker.stop()
         if self.admin is not None:
             self.admin.close()
         for pool in self.pools.values():
-            for member in pool.servers:
-                for upstream in member.idle:
-                    upstream.transport.close()
-                member.idle.clear()
+            self.retire(pool.servers)
 
-    def _save_state(self, pool: Pool) -> None:
+    def save_state(self) -> None:
         try:
             runtime_state.save(self.state_path, self.pools.values())
         except OSError as exc:
@@ -191,28 +225,22 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 3),
             "ready": self.is_ready(),
             "admin": self.admin_address,
+            "reloads": self.reloads,
             "listeners": [s.status() for s in self.listeners],
             "pools": [p.status() for p in self.pools.values()],
         }
 
 
-def _bound(server: asyncio.Server) -> list[str]:
-    out = []
-    for sock in server.sockets:
-        host, port = sock.getsockname()[:2]
-        out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    return out
-
-
-async def serve(config: Config) -> None:
-    """Run a node until SIGTERM/SIGINT; print the readiness line once it serves."""
-    node = Node(config)
+async def serve(config: Config, config_path: Path | None = None) -> None:
+    """Run a node until SIGTERM/SIGINT; print the readiness line once it serves. SIGHUP
+    reloads ``config_path``."""
+    node = Node(config, config_path)
     node.install_signal_handlers()
     try:
         line = await node.start()
-    except OSError as exc:
+    except ReloadError as exc:
         await node.shutdown(deadline=0)
-        raise NodeStartError(f"cannot bind: {exc}") from exc
+        raise NodeStartError(str(exc)) from exc
     # Objects made at start-up live as long as the node: keep the cyclic GC from scanning
     # them again and again under load.
     gc.freeze()

@@ -370,8 +370,7 @@ class Pool:
         if server.state != before:
             self.events.publish("server", f"{self.name}/{server.name}", before, server.state,
                                 reason)
-        if (old in IN_SERVICE) != (new in IN_SERVICE):
-            self.refresh()
+        self.refresh()
         if new is Health.DOWN:
             # Requests waiting on it for a response head (a hung server) go elsewhere now,
             # not at the response timeout.

@@ -4,7 +4,7 @@ Everything other modules need is importable from here; the submodules are
 ``fields`` (value types), ``models``, ``checks`` (cross-field), ``errors`` and ``loader``.
 """
 
-from ninelives.config.errors import ConfigError
+from ninelives.config.errors import ConfigError, ReloadError
 from ninelives.config.loader import config_json_schema, load_config, parse_config
 from ninelives.config.models import (
     AdminConfig,
@@ -35,6 +35,7 @@ __all__ = [
     "NodeConfig",
     "OutlierConfig",
     "PoolConfig",
+    "ReloadError",
     "RetriesConfig",
     "RouteConfig",
     "RouteMatch",

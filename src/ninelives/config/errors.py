@@ -25,6 +25,10 @@ class ConfigError(Exception):
         self.source = source
 
 
+class ReloadError(Exception):
+    """A valid config that cannot be applied here (an address in use); nothing changed."""
+
+
 def problem(loc: Loc, text: str) -> str:
     path = format_loc(loc)
     return f"{path}: {text}" if path else text

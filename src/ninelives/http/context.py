@@ -23,9 +23,10 @@ class Route:
     pool: Pool
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class HttpContext:
-    """What every client connection of one HTTP listener shares."""
+    """What every client connection of one HTTP listener shares (one per listener: equal
+    only to itself)."""
 
     loop: asyncio.AbstractEventLoop
     stats: ListenerStats

@@ -9,8 +9,10 @@ is aborted then, so that it does not wait forever for the rest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ninelives.http.context import HttpContext
-from ninelives.pool import Pool
+from ninelives.pool import Server
 
 
 def close_idle_clients(ctx: HttpContext, now: float) -> int:
@@ -43,11 +45,10 @@ def close_idle_clients(ctx: HttpContext, now: float) -> int:
     return closed
 
 
-def close_idle_upstreams(pool: Pool, now: float) -> int:
-    """Close pooled server connections unused past the limit; count them."""
-    limit = pool.config.timeouts.idle
+def close_idle_upstreams(servers: Iterable[Server], limit: float, now: float) -> int:
+    """Close pooled server connections unused for more than ``limit`` seconds; count them."""
     closed = 0
-    for server in pool.servers:
+    for server in servers:
         stale = [up for up in server.idle if now - up.idle_since > limit]
         for upstream in stale:
             server.idle.remove(upstream)
@@ -57,14 +58,14 @@ def close_idle_upstreams(pool: Pool, now: float) -> int:
     return closed
 
 
-def expire_responses(pool: Pool, now: float) -> int:
-    """Answer 504 for every request of ``pool`` whose response head is overdue.
+def expire_responses(servers: Iterable[Server], now: float) -> int:
+    """Answer 504 for every request to ``servers`` whose response head is overdue.
 
-    Only connections to the pool's servers are looked at (a few, not every request ever
-    sent). Returns how many timed out.
+    Only connections to these servers are looked at (a few, not every request ever sent).
+    Returns how many timed out.
     """
     overdue = [
-        up.ex for server in pool.servers for up in server.conns
+        up.ex for server in servers for up in server.conns
         if up.ex is not None and 0.0 < up.ex.deadline <= now
     ]
     for ex in overdue:

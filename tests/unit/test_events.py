@@ -1,0 +1,111 @@
+"""The event log, and the events a pool publishes as its servers change state."""
+
+from __future__ import annotations
+
+from ninelives.config import parse_config
+from ninelives.events import Event, EventLog
+from ninelives.pool import AdminState, Pool
+from ninelives.states import Signal
+
+CONFIG = """
+listeners: [{name: web, bind: 127.0.0.1:0, pool: app}]
+pools:
+  app:
+    tiers:
+      - provider: cloud-a
+        servers: [{name: a1, address: 127.0.0.1:9001}, {name: a2, address: 127.0.0.1:9002}]
+      - provider: cloud-b
+        servers: [{name: b1, address: 127.0.0.1:9101}]
+"""
+
+
+def seen(log: EventLog, after: int = 0) -> list[tuple[str, str, str, str, str]]:
+    return [(e.kind, e.entity, e.old, e.new, e.reason) for e in log.since(after)]
+
+
+def make_pool() -> tuple[Pool, EventLog]:
+    log = EventLog(clock=lambda: 1000.0)
+    pool = Pool("app", parse_config(CONFIG).pools["app"], events=log)
+    for server in pool.servers:
+        pool.check_result(server, Signal.PASS, "1 check passed: HTTP 200")
+    return pool, log
+
+
+def test_first_checks_publish_each_server_and_the_pool_once() -> None:
+    _, log = make_pool()
+    assert seen(log) == [
+        ("server", "app/a1", "unchecked", "up", "1 check passed: HTTP 200"),
+        ("pool", "app", "unchecked", "up", "1 of 3 servers available"),
+        ("server", "app/a2", "unchecked", "up", "1 check passed: HTTP 200"),
+        ("server", "app/b1", "unchecked", "up", "1 check passed: HTTP 200"),
+    ]
+    assert log.since(0)[0] == Event(1, 1000.0, "server", "app/a1", "unchecked", "up",
+                                    "1 check passed: HTTP 200")
+
+
+def test_failover_to_the_backup_tier_and_back_is_published_with_reasons() -> None:
+    pool, log = make_pool()
+    mark = log.last_id
+    pool.check_result(pool.by_name["a1"], Signal.FALL, "2 checks failed: connect refused")
+    pool.set_admin_state("a2", AdminState.MAINT)
+    pool.check_result(pool.by_name["a1"], Signal.RISE, "2 checks passed: HTTP 200")
+    assert seen(log, mark) == [
+        ("server", "app/a1", "up", "down", "2 checks failed: connect refused"),
+        ("server", "app/a2", "up", "maint", "set by operator"),
+        ("pool", "app", "up", "backup", "no server of cloud-a available; serving from cloud-b"),
+        ("server", "app/a1", "down", "up", "2 checks passed: HTTP 200"),
+        ("pool", "app", "backup", "up", "1 of 3 servers available"),
+    ]
+
+
+def test_nothing_available_is_a_down_pool_naming_each_server() -> None:
+    pool, log = make_pool()
+    mark = log.last_id
+    for name in ("a1", "a2", "b1"):
+        pool.check_result(pool.by_name[name], Signal.FALL, "2 checks failed: timeout")
+    assert seen(log, mark)[-1] == (
+        "pool", "app", "backup", "down", "no server available: a1 down, a2 down, b1 down"
+    )
+    assert pool.status()["state"] == "down"
+
+
+def test_a_check_that_changes_nothing_publishes_nothing() -> None:
+    pool, log = make_pool()
+    mark = log.last_id
+    pool.check_result(pool.by_name["a1"], Signal.PASS, "2 checks passed: HTTP 200")
+    assert seen(log, mark) == []
+    assert pool.by_name["a1"].reason == "2 checks passed: HTTP 200"
+
+
+def test_the_log_keeps_the_most_recent_and_a_broken_subscriber_harms_nobody() -> None:
+    log = EventLog(keep=3)
+    got: list[int] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("boom")
+
+    log.subscribers += [broken, lambda e: got.append(e.id)]
+    for i in range(5):
+        log.publish("node", "n", str(i), str(i + 1), "test")
+    assert [e.id for e in log.since(0)] == [3, 4, 5]
+    assert [e.id for e in log.since(4)] == [5]
+    assert [e.id for e in log.since(0, limit=1)] == [3]
+    assert got == [1, 2, 3, 4, 5]
+
+
+def test_reconfigure_keeps_servers_with_their_state_and_operator_weights() -> None:
+    pool, _ = make_pool()
+    a1, a2 = pool.by_name["a1"], pool.by_name["a2"]
+    pool.set_weight("a1", 9)
+    pool.set_admin_state("a2", AdminState.DRAIN)
+    a1.requests = 42
+    moved = CONFIG.replace("127.0.0.1:9101", "127.0.0.1:9201").replace(
+        "{name: a2, address: 127.0.0.1:9002}", "{name: a2, address: 127.0.0.1:9002, weight: 3}"
+    )
+    removed = pool.reconfigure(parse_config(moved).pools["app"])
+    assert pool.by_name["a1"] is a1 and a1.weight == 9 and a1.requests == 42
+    assert pool.by_name["a2"] is a2 and a2.state == "drain"
+    assert (a2.weight, a2.config_weight) == (3, 3)  # not set by an operator: the config's
+    b1 = pool.by_name["b1"]
+    assert [s.name for s in removed] == ["b1"] and removed[0] is not b1
+    assert b1.state == "unchecked" and str(b1.address) == "127.0.0.1:9201"
