@@ -467,7 +467,11 @@ async def start_admin(node: NodeLike, address: Address) -> asyncio.Server:
 
 # -- the status page ---------------------------------------------------------------------------
 
-_BADGE = {"up": "#1a7f37", "down": "#cf222e", "drain": "#bf8700", "maint": "#6e7781"}
+_BADGE = {
+    "up": "#1a7f37", "down": "#cf222e", "drain": "#bf8700", "maint": "#6e7781",
+    "falling": "#bc4c00", "rising": "#0969da", "ejected": "#a40e26", "unchecked": "#6e7781",
+    "backup": "#bf8700",
+}
 _STYLE = (
     "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em}"
@@ -523,8 +527,10 @@ def render_status_page(status: dict[str, Any]) -> str:
     for pool in status.get("pools", []):
         tier = pool.get("active_tier")
         parts += [
-            f"<h2>Pool {html.escape(str(pool.get('name', '')))}</h2>",
-            f"<p>{html.escape(str(pool.get('balance', '')))}, "
+            f"<h2>Pool {html.escape(str(pool.get('name', '')))} "
+            f"{_badge(str(pool.get('state', '')))}</h2>",
+            f"<p>{html.escape(str(pool.get('reason', '')))}; "
+            f"{html.escape(str(pool.get('balance', '')))}, "
             f"{pool.get('available', 0)} available, active tier "
             f"{'none' if tier is None else tier}</p><table>",
             _row(("tier", "provider", "server", "address", "state", "weight", "active",

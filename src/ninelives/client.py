@@ -165,8 +165,9 @@ def render_status(status: dict[str, Any], console: Console) -> None:
 def _pool_table(pool: dict[str, Any]) -> Table:
     tier = pool.get("active_tier")
     title = (
-        f"pool {pool.get('name', '?')}  ({pool.get('balance', '?')}, "
-        f"{pool.get('available', 0)} available, active tier {'none' if tier is None else tier})"
+        f"pool {pool.get('name', '?')} {pool.get('state', '?')}: {pool.get('reason', '')}  "
+        f"({pool.get('balance', '?')}, {pool.get('available', 0)} available, "
+        f"active tier {'none' if tier is None else tier})"
     )
     table = Table(title=title, title_justify="left")
     for column in ("tier", "provider", "server", "address", "state"):
