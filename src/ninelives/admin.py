@@ -528,7 +528,7 @@ def render_status_page(status: dict[str, Any]) -> str:
         tier = pool.get("active_tier")
         parts += [
             f"<h2>Pool {html.escape(str(pool.get('name', '')))} "
-            f"{_badge(str(pool.get('state', '')))}</h2>",
+            f"{_badge(str(pool.get('state', ''))).markup}</h2>",
             f"<p>{html.escape(str(pool.get('reason', '')))}; "
             f"{html.escape(str(pool.get('balance', '')))}, "
             f"{pool.get('available', 0)} available, active tier "
