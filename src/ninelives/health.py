@@ -11,6 +11,10 @@ server is never balanced to at startup and a live one does not wait ``rise`` int
 
 Every verdict carries a sentence saying why ("2 checks failed: connect refused"), which
 ``Pool.set_health`` stores as the server's reason and which is logged on each transition.
+
+How soon a server is checked again is a pure function of its state too (:func:`check_interval`):
+``fast_interval`` while a streak is under way, ``down_interval`` while it is down, ``interval``
+otherwise (HAProxy's fastinter/downinter).
 """
 
 from __future__ import annotations
@@ -66,6 +70,19 @@ def observe(state: HealthState, ok: bool, rise: int, fall: int) -> tuple[HealthS
     if state.healthy and failures >= fall:
         return HealthState(False, 0, failures), True
     return HealthState(state.healthy, 0, failures), False
+
+
+def check_interval(state: HealthState, health: HealthConfig) -> float:
+    """Seconds until the next check of a server in ``state``.
+
+    A streak under way (an up server that failed a check, a down one that passed one) is
+    settled at ``fast_interval``, so a dead server is out ``fall - 1`` fast intervals after
+    its first failed check and a restarted one back ``rise - 1`` after its first pass; a down
+    server is probed every ``down_interval``.
+    """
+    if state.healthy:
+        return health.fast_every if state.failures else health.interval
+    return health.fast_every if state.successes else health.down_every
 
 
 def reason(state: HealthState, detail: str) -> str:
@@ -210,13 +227,12 @@ class HealthChecker:
             self.record(server, result)
 
     def start(self) -> None:
-        """Start one checking task per server, each at a random offset within the interval."""
+        """Start one checking task per server, each at a random offset within its interval."""
         if self._tasks:
             return
-        interval = self.health.interval
         for server in self.pool.servers:
             # Jitter spreads the probes so servers (and our loop) do not see them in bursts.
-            offset = self.rng.uniform(0, interval)
+            offset = self.rng.uniform(0, self.next_interval(server))
             task = self.loop.create_task(
                 self._run(server, offset), name=f"health:{self.pool.name}/{server.name}"
             )
@@ -230,14 +246,19 @@ class HealthChecker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def next_interval(self, server: Server) -> float:
+        state = self.states.get(server.name)
+        return self.health.interval if state is None else check_interval(state, self.health)
+
     async def _run(self, server: Server, offset: float) -> None:
-        interval = self.health.interval
         next_at = self.loop.time() + offset
         while True:
             await asyncio.sleep(max(0.0, next_at - self.loop.time()))
-            # Start-to-start spacing, as HAProxy's `inter`; a slow check does not stack up.
-            next_at = max(next_at + interval, self.loop.time())
+            started = max(next_at, self.loop.time())
             self.record(server, await probe(server, self.health))
+            # Start-to-start spacing, as HAProxy's `inter`, by the state the check left; a
+            # slow check does not stack up.
+            next_at = max(started + self.next_interval(server), self.loop.time())
 
     def record(self, server: Server, result: CheckResult) -> None:
         """Fold one check result into the server's state and tell the pool."""

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from ninelives.health import HealthState, initial, observe, reason
+from ninelives.config import HealthConfig
+from ninelives.health import HealthState, check_interval, initial, observe, reason
 
 
 def run(state: HealthState, results: list[bool], rise: int, fall: int) -> list[HealthState]:
@@ -92,3 +93,62 @@ def test_reason_sentences() -> None:
         reason(HealthState(True, 0, 1), "timeout after 500ms")
         == "1 check failed: timeout after 500ms"
     )
+
+
+# -- how soon the next check comes (fastinter / downinter) --------------------------------
+
+FAST_AND_DOWN = HealthConfig(interval=2.0, timeout=0.5, fast_interval=0.2, down_interval=5.0)
+
+
+def test_a_steady_up_server_is_checked_every_interval() -> None:
+    assert check_interval(initial(True), FAST_AND_DOWN) == 2.0
+    assert check_interval(HealthState(True, 7, 0), FAST_AND_DOWN) == 2.0
+
+
+def test_a_falling_server_is_checked_at_the_fast_interval_until_it_is_down() -> None:
+    health = FAST_AND_DOWN  # fall 2
+    state, _ = observe(initial(True), False, health.rise, health.fall)
+    assert (state.healthy, check_interval(state, health)) == (True, 0.2)
+    state, _ = observe(state, False, health.rise, health.fall)
+    assert (state.healthy, check_interval(state, health)) == (False, 5.0)
+
+
+def test_a_down_server_is_checked_every_down_interval_and_fast_once_it_rises() -> None:
+    health = FAST_AND_DOWN  # rise 2
+    down = initial(False)
+    assert check_interval(down, health) == 5.0
+    rising, _ = observe(down, True, health.rise, health.fall)
+    assert (rising.healthy, check_interval(rising, health)) == (False, 0.2)
+    # A failed check in the middle of the rise: down again, no streak under way.
+    fell_back, _ = observe(rising, False, health.rise, health.fall)
+    assert check_interval(fell_back, health) == 5.0
+    up, _ = observe(rising, True, health.rise, health.fall)
+    assert (up.healthy, check_interval(up, health)) == (True, 2.0)
+
+
+def test_a_passed_check_ends_the_fast_checks_of_an_up_server() -> None:
+    state, _ = observe(initial(True), False, 2, 3)
+    assert check_interval(state, FAST_AND_DOWN) == 0.2
+    state, _ = observe(state, True, 2, 3)
+    assert check_interval(state, FAST_AND_DOWN) == 2.0
+
+
+def test_fast_and_down_intervals_default_to_shares_of_the_interval() -> None:
+    health = HealthConfig()
+    assert (health.interval, health.fast_every, health.down_every) == (1.0, 0.25, 0.5)
+    slow = HealthConfig(interval=3600.0, timeout=1.0)  # "checks off" stays off
+    assert (slow.fast_every, slow.down_every) == (900.0, 1800.0)
+    assert check_interval(HealthState(True, 0, 1), health) == 0.25
+    assert check_interval(HealthState(False, 0, 1), health) == 0.5
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_interval_follows_the_streak_whatever_the_results(seed: int) -> None:
+    rng = random.Random(seed)
+    health = FAST_AND_DOWN
+    state = initial(rng.random() < 0.5)
+    for _ in range(200):
+        state, _ = observe(state, rng.random() < 0.5, 3, 3)
+        under_way = state.failures > 0 if state.healthy else state.successes > 0
+        expected = 0.2 if under_way else (2.0 if state.healthy else 5.0)
+        assert check_interval(state, health) == expected

@@ -168,13 +168,28 @@ class HttpCheck(_Model):
         return status_accepted(self.expect, status)
 
 
+# fast_interval and down_interval default to these shares of interval (see HealthConfig).
+FAST_SHARE = 0.25
+DOWN_SHARE = 0.5
+
+
 class HealthConfig(_Model):
+    """The active check of a pool's servers and its schedule.
+
+    One check: ``tcp`` (the default) or ``http``. A server is checked every ``interval``;
+    every ``fast_interval`` while a streak is under way (a check failed on an up server,
+    or passed on a down one: HAProxy's fastinter), so that ``rise`` and ``fall`` are
+    reached sooner; every ``down_interval`` while it is down (downinter).
+    """
+
     tcp: TcpCheck | None = None
     http: HttpCheck | None = None
     interval: Duration = 1.0
     timeout: Duration = 0.5
     rise: int = Field(default=2, ge=1)  # consecutive passes to mark a server up
     fall: int = Field(default=2, ge=1)  # consecutive failures to mark it down
+    fast_interval: Duration | None = None  # default: interval / 4
+    down_interval: Duration | None = None  # default: interval / 2
 
     @model_validator(mode="before")
     @classmethod
@@ -200,6 +215,14 @@ class HealthConfig(_Model):
                     f"got {format_duration(self.timeout)}",
                 )
             )
+        if self.fast_interval is not None and self.fast_interval > self.interval:
+            problems.append(
+                (
+                    ("fast_interval",),
+                    f"must not exceed interval ({format_duration(self.interval)}), "
+                    f"got {format_duration(self.fast_interval)}",
+                )
+            )
         if problems:
             raise ModelProblems(problems)
         return self
@@ -207,6 +230,20 @@ class HealthConfig(_Model):
     @property
     def kind(self) -> Literal["tcp", "http"]:
         return "http" if self.http is not None else "tcp"
+
+    @property
+    def fast_every(self) -> float:
+        """Seconds between checks while a streak is under way (rising or falling)."""
+        if self.fast_interval is not None:
+            return self.fast_interval
+        return self.interval * FAST_SHARE
+
+    @property
+    def down_every(self) -> float:
+        """Seconds between checks of a server that is down (and not rising)."""
+        if self.down_interval is not None:
+            return self.down_interval
+        return self.interval * DOWN_SHARE
 
 
 class TimeoutsConfig(_Model):
