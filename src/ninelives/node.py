@@ -122,6 +122,7 @@ class Node:
             for pool in self.pools.values():
                 expire_responses(pool, now)
                 pool.expire_ejections(now)
+                pool.advance_ramps(now)
             if now < next_idle_sweep:
                 continue
             next_idle_sweep = now + idle_period

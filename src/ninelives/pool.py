@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ninelives.address import Address
 from ninelives.balance import Balancer, make_balancer
+from ninelives.config.checks import RAMPED_BALANCES
+from ninelives.slow_start import RAMP_FLOOR, ramp_share
 from ninelives.units import format_duration
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ class Server:
         "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
         "admin_state", "healthy", "health_reason", "active", "requests", "responses",
         "failures", "idle", "conns", "pool", "ejected", "ejected_until", "times_ejected",
-        "eject_reason", "fail_streak", "ok_mark",
+        "eject_reason", "fail_streak", "ok_mark", "out", "ramp", "ramp_since",
     )
 
     def __init__(
@@ -110,6 +112,12 @@ class Server:
         self.eject_reason = ""
         self.fail_streak = 0
         self.ok_mark = 0
+        # Slow start: ``out`` is whether it took no traffic at the last refresh (down,
+        # ejected, maint); ``ramp`` the share of its weight it takes, growing since
+        # ``ramp_since`` (loop time; None until the next sweep tick gives it one).
+        self.out = False
+        self.ramp = 1.0
+        self.ramp_since: float | None = None
 
     def is_available(self) -> bool:
         """May new clients be sent here?"""
@@ -150,6 +158,7 @@ class Server:
             "times_ejected": self.times_ejected,
             "weight": self.weight,
             "config_weight": self.config_weight,
+            "ramp": self.ramp,
             "active": self.active,
             "idle_connections": len(self.idle),
             "requests": self.requests,
@@ -167,6 +176,7 @@ class Pool:
         "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server",
         "response_timeout", "candidates", "max_tries", "retry_on", "retry_methods",
         "retrying", "retries", "retry_outcomes", "ejections", "active_tier", "on_admin_change",
+        "slow_start", "ramping",
     )
 
     def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
@@ -207,6 +217,9 @@ class Pool:
         self.ejections = 0
         self.candidates: tuple[Server, ...] = ()
         self.active_tier: int | None = None
+        # Slow start only where weights make shares (hash would move keys at every step).
+        self.slow_start = config.slow_start if config.balance in RAMPED_BALANCES else 0.0
+        self.ramping: list[Server] = []  # servers in slow start, moved on by advance_ramps
         # Called after an operator's change (state, weight), e.g. to save it to disk.
         self.on_admin_change: list[Callable[[Pool], None]] = []
         self.refresh()
@@ -218,14 +231,16 @@ class Pool:
         that is reached only when every tier before it has none. When a primary returns, the
         next refresh makes its tier the candidate set again (automatic failback).
         """
+        self._start_ramps()
         for index, tier in enumerate(self.tiers):
             available = tuple(s for s in tier if s.is_available())
             if available:
                 self.candidates = available
                 self.active_tier = index
-                return
-        self.candidates = ()
-        self.active_tier = None
+                break
+        else:
+            self.candidates = ()
+            self.active_tier = None
 
     def pick(self, key: bytes | None) -> Server | None:
         return self.balancer.pick(self.candidates, key)
@@ -296,6 +311,48 @@ class Pool:
                 "up" if server.healthy else "still down by its health check",
             )
         if back:
+            self.refresh()
+
+    # -- slow start ------------------------------------------------------------------------
+
+    def _start_ramps(self) -> None:
+        """Start the slow start of every server that takes traffic again (back from down,
+        ejection or maint); stop that of a server out again. Runs first in every refresh,
+        so a returning server never enters the candidates at its full weight."""
+        for server in self.servers:
+            out = not server.healthy or server.ejected or server.admin_state is AdminState.MAINT
+            if out and server.ramp < 1.0:
+                server.ramp = 1.0  # out again: when it is back, its ramp starts over
+                self.ramping.remove(server)
+            elif server.out and not out and self.slow_start > 0:
+                server.ramp = RAMP_FLOOR
+                server.ramp_since = None
+                self.ramping.append(server)
+                logger.info(
+                    "server %s/%s back: slow start from %.0f%% of its weight to all of it in %s",
+                    self.name, server.name, RAMP_FLOOR * 100,
+                    format_duration(self.slow_start),
+                )
+            server.out = out
+
+    def advance_ramps(self, now: float) -> None:
+        """Move every slow start along; rebuild the candidates when a share changed. The
+        node's sweep calls this every tick; with no server ramping it returns at once."""
+        if not self.ramping:
+            return
+        changed = False
+        for server in list(self.ramping):
+            if server.ramp_since is None:
+                server.ramp_since = now
+            share = ramp_share(now - server.ramp_since, self.slow_start)
+            if share != server.ramp:
+                server.ramp = share
+                changed = True
+            if share >= 1.0:
+                self.ramping.remove(server)
+                logger.info("server %s/%s at its full weight: slow start over", self.name,
+                            server.name)
+        if changed:
             self.refresh()
 
     def pinned(self, name: bytes) -> Server | None:

@@ -13,11 +13,18 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ninelives.address import Address
-from ninelives.config.checks import BACKUP_IN_TIERS, cross_field_problems, hash_on_needs_hash
+from ninelives.config.checks import (
+    BACKUP_IN_TIERS,
+    RAMPED_BALANCES,
+    cross_field_problems,
+    hash_on_needs_hash,
+    slow_start_needs_shares,
+)
 from ninelives.config.fields import (
     AddressField,
     AddressList,
     Duration,
+    DurationOrZero,
     Loc,
     ModelProblems,
     Name,
@@ -318,6 +325,9 @@ class PoolConfig(_Model):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    # A server back from down, ejection or maint starts at a tenth of its weight and reaches
+    # all of it after slow_start (0s: off). roundrobin, leastconn and random2 only.
+    slow_start: DurationOrZero = 10.0
     tiers: list[TierConfig] | None = Field(default=None, min_length=1)
     servers: list[ServerConfig] | None = Field(default=None, min_length=1)
 
@@ -336,6 +346,11 @@ class PoolConfig(_Model):
         problems: list[tuple[Loc, str]] = []
         if "hash_on" in self.model_fields_set and self.balance != "hash":
             problems.append((("hash_on",), hash_on_needs_hash(self.balance)))
+        if (
+            "slow_start" in self.model_fields_set and self.slow_start > 0
+            and self.balance not in RAMPED_BALANCES
+        ):
+            problems.append((("slow_start",), slow_start_needs_shares(self.balance)))
         if self.tiers is None and self.servers is None:
             problems.append(((), "expected servers (one tier) or tiers (failover order)"))
         if self.tiers is not None and self.servers is not None:
