@@ -97,10 +97,16 @@ def reason(state: HealthState, detail: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """What one probe saw: pass/fail and a short phrase ("HTTP 200", "connect refused")."""
+    """What one probe saw: pass/fail and a short phrase ("HTTP 200", "connect refused").
+
+    ``answered``: the server gave a verdict (an HTTP response, an exit code), passing or
+    not; a refused, reset or timed-out probe did not. Panic spreads load only over servers
+    that answer (see ``ninelives.panic``).
+    """
 
     ok: bool
     detail: str
+    answered: bool = True
 
 
 # -- the probes -------------------------------------------------------------------------------
@@ -155,11 +161,13 @@ async def check_http(host: str, port: int, check: HttpCheck, default_host: str) 
                 # A response without Content-Length ends with the connection (RFC 9112 6.3).
                 if sink.headers_complete:
                     break
-                return CheckResult(False, "connection closed before a complete response")
+                return CheckResult(
+                    False, "connection closed before a complete response", answered=False
+                )
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
-                return CheckResult(False, f"invalid HTTP response: {exc}")
+                return CheckResult(False, f"invalid HTTP response: {exc}", answered=False)
         status: int = parser.get_status_code()
     finally:
         writer.close()
@@ -197,7 +205,7 @@ async def probe(server: Server, health: HealthConfig) -> CheckResult:
                 )
             return await check_tcp(server.host, server.port)
     except Exception as exc:  # a probe that raises is a failed check, not a dead check loop
-        return CheckResult(False, describe_error(exc, health.timeout))
+        return CheckResult(False, describe_error(exc, health.timeout), answered=False)
 
 
 # -- the shell: schedule probes, record verdicts ----------------------------------------------
@@ -271,6 +279,7 @@ class HealthChecker:
         self.states[server.name] = state
         why = reason(state, result.detail)
         was = "up" if server.healthy else "down"
+        self.pool.set_answering(server, result.answered)
         if self.pool.set_health(server, state.healthy, why):
             now = "up" if state.healthy else "down"
             logger.info(

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ninelives.address import Address
 from ninelives.balance import Balancer, make_balancer
 from ninelives.config.checks import RAMPED_BALANCES
+from ninelives.panic import judge as judge_panic
+from ninelives.panic import tier_health
 from ninelives.slow_start import RAMP_FLOOR, ramp_share
 from ninelives.units import format_duration
 
@@ -74,7 +76,7 @@ class Server:
         "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
         "admin_state", "healthy", "health_reason", "active", "requests", "responses",
         "failures", "idle", "conns", "pool", "ejected", "ejected_until", "times_ejected",
-        "eject_reason", "fail_streak", "ok_mark", "out", "ramp", "ramp_since",
+        "eject_reason", "fail_streak", "ok_mark", "answering", "out", "ramp", "ramp_since",
     )
 
     def __init__(
@@ -112,6 +114,9 @@ class Server:
         self.eject_reason = ""
         self.fail_streak = 0
         self.ok_mark = 0
+        # Its last check got an answer, passing or not (a status, an exit code); panic
+        # spreads only over such servers. False until a check says so.
+        self.answering = False
         # Slow start: ``out`` is whether it took no traffic at the last refresh (down,
         # ejected, maint); ``ramp`` the share of its weight it takes, growing since
         # ``ramp_since`` (loop time; None until the next sweep tick gives it one).
@@ -176,7 +181,7 @@ class Pool:
         "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server",
         "response_timeout", "candidates", "max_tries", "retry_on", "retry_methods",
         "retrying", "retries", "retry_outcomes", "ejections", "active_tier", "on_admin_change",
-        "slow_start", "ramping",
+        "slow_start", "ramping", "panic",
     )
 
     def __init__(self, name: str, config: PoolConfig, rng: random.Random | None = None) -> None:
@@ -220,6 +225,7 @@ class Pool:
         # Slow start only where weights make shares (hash would move keys at every step).
         self.slow_start = config.slow_start if config.balance in RAMPED_BALANCES else 0.0
         self.ramping: list[Server] = []  # servers in slow start, moved on by advance_ramps
+        self.panic = ""  # why the pool is in panic; empty when it is not
         # Called after an operator's change (state, weight), e.g. to save it to disk.
         self.on_admin_change: list[Callable[[Pool], None]] = []
         self.refresh()
@@ -229,7 +235,8 @@ class Pool:
 
         Active/active is every available server of that tier; active/passive is a later tier
         that is reached only when every tier before it has none. When a primary returns, the
-        next refresh makes its tier the candidate set again (automatic failback).
+        next refresh makes its tier the candidate set again (automatic failback). Too few
+        healthy servers put the pool in panic (:mod:`ninelives.panic`).
         """
         self._start_ramps()
         for index, tier in enumerate(self.tiers):
@@ -241,6 +248,7 @@ class Pool:
         else:
             self.candidates = ()
             self.active_tier = None
+        self._judge_panic()
 
     def pick(self, key: bytes | None) -> Server | None:
         return self.balancer.pick(self.candidates, key)
@@ -256,7 +264,9 @@ class Pool:
             untried = [s for s in tier if s.is_available() and s not in tried]
             if untried:
                 return untried[self.rng.randrange(len(untried))]
-        return None
+        # In panic, the servers failing their checks that panic balances over come last.
+        untried = [s for s in self.candidates if s not in tried]
+        return untried[self.rng.randrange(len(untried))] if untried else None
 
     def may_retry(self) -> bool:
         """Does the retry budget allow one more request in retry? It is a share of the
@@ -313,7 +323,7 @@ class Pool:
         if back:
             self.refresh()
 
-    # -- slow start ------------------------------------------------------------------------
+    # -- slow start and panic ----------------------------------------------------------------
 
     def _start_ramps(self) -> None:
         """Start the slow start of every server that takes traffic again (back from down,
@@ -353,6 +363,32 @@ class Pool:
                 logger.info("server %s/%s at its full weight: slow start over", self.name,
                             server.name)
         if changed:
+            self.refresh()
+
+    def _judge_panic(self) -> None:
+        panic = judge_panic(self.tiers, self.active_tier, self.config.panic)
+        if panic is not None:
+            self.candidates = panic.servers
+        reason = panic.reason if panic is not None else ""
+        if reason and not self.panic:
+            logger.warning("pool %s in panic: %s", self.name, reason)
+        elif self.panic and not reason:
+            logger.warning("pool %s out of panic: %s", self.name, self._health_sentence())
+        self.panic = reason
+
+    def _health_sentence(self) -> str:
+        if self.active_tier is None:
+            return "no server available"
+        healthy, total = tier_health(self.tiers[self.active_tier])
+        return f"{healthy} of {total} servers of tier {self.active_tier} healthy"
+
+    def set_answering(self, server: Server, answered: bool) -> None:
+        """Record whether the server's last check got an answer, passing or not. Panic
+        balances over the down servers that answer, so the candidates may change."""
+        if server.answering is answered:
+            return
+        server.answering = answered
+        if not server.healthy and self.config.panic > 0:
             self.refresh()
 
     def pinned(self, name: bytes) -> Server | None:
@@ -405,6 +441,8 @@ class Pool:
             "balance": self.config.balance,
             "active_tier": self.active_tier,
             "available": len(self.candidates),
+            "panic": bool(self.panic),
+            "panic_reason": self.panic,
             "no_server": self.no_server,
             "tiers": [
                 {

@@ -328,6 +328,9 @@ class PoolConfig(_Model):
     # A server back from down, ejection or maint starts at a tenth of its weight and reaches
     # all of it after slow_start (0s: off). roundrobin, leastconn and random2 only.
     slow_start: DurationOrZero = 10.0
+    # Below this share of healthy servers (and no backup tier healthy enough), spread over
+    # the servers that answer their checks, passing or not (0%: never). See README.
+    panic: Percent = 0.5
     tiers: list[TierConfig] | None = Field(default=None, min_length=1)
     servers: list[ServerConfig] | None = Field(default=None, min_length=1)
 
