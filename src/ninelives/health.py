@@ -22,7 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import re
+import shlex
+import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +44,14 @@ logger = logging.getLogger("ninelives.health")
 # (a misconfigured check pointed at a large page must not make the checker hold megabytes).
 MAX_BODY = 64 * 1024
 READ_CHUNK = 16 * 1024
+# What a command check keeps of its output (the rest is read and dropped, so that a chatty
+# command never blocks on a full pipe), and how much of its first line a reason shows.
+MAX_OUTPUT = 4 * 1024
+MAX_DETAIL = 100
+# After a command exits and its process group is killed, its pipes close at once; a
+# process that left the group (setsid) may hold them open, so we stop reading after this.
+OUTPUT_GRACE = 0.1
+REAP_WAIT = 1.0  # a SIGKILLed shell is reaped within this (unless stuck in the kernel)
 
 
 # -- the decision: a pure state machine -----------------------------------------------------
@@ -182,6 +194,100 @@ def judge_http(status: int, body: bytes, check: HttpCheck) -> CheckResult:
     return CheckResult(True, f"HTTP {status}")
 
 
+_PLACEHOLDER = re.compile(r"\{(host|port|server)\}")
+
+
+def command_line(command: str, server: Server) -> str:
+    """``command`` with ``{host}``, ``{port}`` and ``{server}`` replaced, shell-quoted; other
+    braces (``awk '{print $1}'``) are left alone."""
+    values = {"host": server.host, "port": str(server.port), "server": server.name}
+    return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), command)
+
+
+class _CommandOutput(asyncio.SubprocessProtocol):
+    """Keeps the head of a check command's stdout and stderr; says when the command exited
+    and when its pipes closed (a process it left behind may hold them open)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.heads = {1: bytearray(), 2: bytearray()}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        head = self.heads[fd]
+        if len(head) < MAX_OUTPUT:  # the rest is read and dropped: no full pipe, no hang
+            head += data[: MAX_OUTPUT - len(head)]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def check_command(command: str, server: Server) -> CheckResult:
+    """Run ``command`` through ``/bin/sh`` in a process group of its own; exit 0 passes.
+
+    The caller bounds it with the check timeout: the cancellation kills the whole group
+    (SIGKILL) and waits until the shell is reaped, so a hung check leaves neither a process
+    nor a zombie. Whatever the command leaves running in its group when it exits is killed
+    too. Exit is noticed by the protocol, not by ``Process.wait()``, which also waits for
+    the pipes that a left-behind process may keep open.
+    """
+    loop = asyncio.get_running_loop()
+    transport, output = await loop.subprocess_exec(
+        lambda: _CommandOutput(loop), "/bin/sh", "-c", command_line(command, server),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    pid = transport.get_pid()
+    # asyncio.wait, not a bare await: a cancelled await would cancel the future itself.
+    try:
+        await asyncio.wait([output.exited])
+        _kill_group(pid)
+        await asyncio.wait([output.closed], timeout=OUTPUT_GRACE)
+    finally:
+        if transport.get_returncode() is None:  # the check timed out or was stopped
+            _kill_group(pid)
+            await asyncio.wait([output.exited], timeout=REAP_WAIT)
+        transport.close()
+    code = transport.get_returncode()
+    assert code is not None  # it exited
+    return judge_exit(code, bytes(output.heads[1]), bytes(output.heads[2]))
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def judge_exit(code: int, stdout: bytes, stderr: bytes) -> CheckResult:
+    """A command's verdict: exit 0 passes; the reason shows the exit status and the first
+    line it wrote (stdout first when it passed, stderr first when it failed)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return CheckResult(False, f"killed by {name}", answered=False)
+    first = first_line(stdout, stderr) if code == 0 else first_line(stderr, stdout)
+    detail = f"exit {code}: {first}" if first else f"exit {code}"
+    return CheckResult(code == 0, detail)
+
+
+def first_line(*outputs: bytes) -> str:
+    """The first non-blank line of the first output that has one, cut to MAX_DETAIL."""
+    for output in outputs:
+        for raw in output.splitlines():
+            text = raw.decode("utf-8", "replace")
+            line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+            if line:
+                return line if len(line) <= MAX_DETAIL else line[: MAX_DETAIL - 3] + "..."
+    return ""
+
+
 def describe_error(exc: BaseException, timeout: float) -> str:
     """Translate what the probe raised into the phrase shown in the reason."""
     if isinstance(exc, TimeoutError):
@@ -199,6 +305,8 @@ async def probe(server: Server, health: HealthConfig) -> CheckResult:
     """Run the pool's configured check against ``server``, bounded by the check timeout."""
     try:
         async with asyncio.timeout(health.timeout):
+            if health.command is not None:
+                return await check_command(health.command, server)
             if health.http is not None:
                 return await check_http(
                     server.host, server.port, health.http, str(server.address)

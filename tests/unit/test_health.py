@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import random
+import shlex
 
 import pytest
 
-from ninelives.config import HealthConfig
-from ninelives.health import HealthState, check_interval, initial, observe, reason
+from ninelives.address import Address
+from ninelives.config import HealthConfig, parse_config
+from ninelives.health import (
+    CheckResult,
+    HealthState,
+    check_interval,
+    command_line,
+    initial,
+    judge_exit,
+    observe,
+    reason,
+)
+from ninelives.pool import Pool, Server
+
+
+def make_server(name: str, address: Address) -> Server:
+    cfg = parse_config(
+        "listeners: [{name: web, bind: 127.0.0.1:0, pool: app}]\n"
+        "pools: {app: {servers: [{name: s, address: 127.0.0.1:9000}]}}\n",
+        env={},
+    )
+    return Server(Pool("app", cfg.pools["app"]), name, address, 1, 0, "default")
 
 
 def run(state: HealthState, results: list[bool], rise: int, fall: int) -> list[HealthState]:
@@ -152,3 +173,43 @@ def test_the_interval_follows_the_streak_whatever_the_results(seed: int) -> None
         under_way = state.failures > 0 if state.healthy else state.successes > 0
         expected = 0.2 if under_way else (2.0 if state.healthy else 5.0)
         assert check_interval(state, health) == expected
+
+
+# -- command checks: the verdict and the command line --------------------------------------
+
+
+def test_exit_zero_passes_and_shows_the_first_line_of_stdout() -> None:
+    assert judge_exit(0, b"\n  accepting connections \n", b"warning") == CheckResult(
+        True, "exit 0: accepting connections"
+    )
+    assert judge_exit(0, b"", b"") == CheckResult(True, "exit 0")
+
+
+def test_a_failing_exit_shows_stderr_first_truncated() -> None:
+    result = judge_exit(3, b"stdout line", b"\nno route to db\x07 at 10.0.0.1\nmore")
+    assert result == CheckResult(False, "exit 3: no route to db at 10.0.0.1")
+    assert judge_exit(1, b"only stdout", b"").detail == "exit 1: only stdout"
+    long = judge_exit(2, b"", b"x" * 500).detail
+    assert long == "exit 2: " + "x" * 97 + "..." and len(long) == len("exit 2: ") + 100
+
+
+def test_control_characters_and_bad_utf8_do_not_reach_the_reason() -> None:
+    assert judge_exit(4, b"", b"bad\tbyte \xff\r\n").detail == "exit 4: bad byte \ufffd"
+
+
+def test_a_command_killed_by_a_signal_did_not_answer() -> None:
+    assert judge_exit(-9, b"", b"") == CheckResult(False, "killed by SIGKILL", answered=False)
+
+
+def test_placeholders_are_replaced_shell_quoted_and_other_braces_kept() -> None:
+    server = make_server("a1", Address("10.0.0.1", 5432))
+    assert command_line("pg_isready -h {host} -p {port} # {server}", server) == (
+        "pg_isready -h 10.0.0.1 -p 5432 # a1"
+    )
+    odd = make_server("a1", Address("::1", 80))
+    assert command_line("awk '{print $1}' {host}:{port} {hostname}", odd) == (
+        "awk '{print $1}' ::1:80 {hostname}"
+    )
+    assert shlex.split(command_line("check {host}", make_server("x", Address("a b;c", 1)))) == [
+        "check", "a b;c"
+    ]

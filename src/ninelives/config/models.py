@@ -178,19 +178,22 @@ class HttpCheck(_Model):
 # fast_interval and down_interval default to these shares of interval (see HealthConfig).
 FAST_SHARE = 0.25
 DOWN_SHARE = 0.5
+CHECK_KINDS = ("tcp", "http", "command")
 
 
 class HealthConfig(_Model):
     """The active check of a pool's servers and its schedule.
 
-    One check: ``tcp`` (the default) or ``http``. A server is checked every ``interval``;
-    every ``fast_interval`` while a streak is under way (a check failed on an up server,
-    or passed on a down one: HAProxy's fastinter), so that ``rise`` and ``fall`` are
-    reached sooner; every ``down_interval`` while it is down (downinter).
+    One check: ``tcp`` (the default), ``http`` or ``command`` (a shell command run once per
+    server, ``{host}``, ``{port}`` and ``{server}`` replaced; exit 0 passes). A server is
+    checked every ``interval``; every ``fast_interval`` while a streak is under way (a check
+    failed on an up server, or passed on a down one: HAProxy's fastinter), so that ``rise``
+    and ``fall`` are reached sooner; every ``down_interval`` while it is down (downinter).
     """
 
     tcp: TcpCheck | None = None
     http: HttpCheck | None = None
+    command: Text | None = None
     interval: Duration = 1.0
     timeout: Duration = 0.5
     rise: int = Field(default=2, ge=1)  # consecutive passes to mark a server up
@@ -204,7 +207,10 @@ class HealthConfig(_Model):
         # `http:` with nothing after it means "an HTTP check with the defaults", not "no
         # check". Only when it is the one check named: a dump writes both, one as null.
         if isinstance(data, dict):
-            named = [key for key in ("tcp", "http") if key in data]
+            named = [key for key in CHECK_KINDS if key in data]
+            if named == ["command"] and data["command"] is None:
+                # There is no default command: `command:` alone is a missing command.
+                raise ModelProblems([(("command",), "expected a non-empty string, got nothing")])
             if len(named) == 1 and data[named[0]] is None:
                 return {**data, named[0]: {}}
         return data
@@ -212,8 +218,11 @@ class HealthConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         problems: list[tuple[Loc, str]] = []
-        if self.tcp is not None and self.http is not None:
-            problems.append(((), "expected one check, tcp or http, not both"))
+        checks = [kind for kind in CHECK_KINDS if getattr(self, kind) is not None]
+        if len(checks) > 1:
+            problems.append(
+                ((), f"expected one check (tcp, http or command), got {' and '.join(checks)}")
+            )
         if self.timeout > self.interval:
             problems.append(
                 (
@@ -235,7 +244,9 @@ class HealthConfig(_Model):
         return self
 
     @property
-    def kind(self) -> Literal["tcp", "http"]:
+    def kind(self) -> Literal["tcp", "http", "command"]:
+        if self.command is not None:
+            return "command"
         return "http" if self.http is not None else "tcp"
 
     @property
