@@ -380,7 +380,8 @@ class Pool:
         if self.active_tier is None:
             return "no server available"
         healthy, total = tier_health(self.tiers[self.active_tier])
-        return f"{healthy} of {total} servers of tier {self.active_tier} healthy"
+        noun = "server" if total == 1 else "servers"
+        return f"{healthy} of {total} {noun} of tier {self.active_tier} healthy"
 
     def set_answering(self, server: Server, answered: bool) -> None:
         """Record whether the server's last check got an answer, passing or not. Panic

@@ -185,6 +185,24 @@ def test_entering_and_leaving_panic_is_logged(caplog: pytest.LogCaptureFixture) 
     ]
 
 
+def test_a_lone_server_that_passed_one_check_of_its_rise_is_used_in_panic(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = make_pool(1)
+    (server,) = pool.servers
+    fails_check(pool, server, answered=False)  # dead: nothing to balance over
+    assert pool.panic == "" and pool.candidates == ()
+    with caplog.at_level(logging.WARNING, logger="ninelives.pool"):
+        pool.set_answering(server, True)  # restarted: one check passed, rise not reached yet
+        assert pool.candidates == (server,)  # better than a 503 for every request
+        pool.set_health(server, True, "2 checks passed: HTTP 200")
+    assert [r.getMessage() for r in caplog.records] == [
+        "pool app in panic: 0 of 1 server of tier 0 healthy, below 50%; "
+        "balancing over 1 that answer their checks",
+        "pool app out of panic: 1 of 1 server of tier 0 healthy",
+    ]
+
+
 def test_judge_is_a_pure_function_of_the_tiers() -> None:
     pool = make_pool(2)
     a, b = pool.servers
