@@ -12,6 +12,11 @@ Weights are read when the candidate tuple changes, not on every pick: the pool
 rebuilds the tuple whenever a weight changes (``Pool.set_weight``). Candidates have
 weight >= 1 (a weight-0 server is not available); a weight below 1 is treated as 1
 rather than allowed to stall an algorithm.
+
+A server in slow start (``ninelives.slow_start``) has a ``ramp`` below 1: roundrobin,
+leastconn and random2 then give it that share of its weight. The pool rebuilds the tuple
+as the ramp moves (a coarse tick), so a ramp costs a pick nothing either. The hash
+balancer ignores ramps: a ramp would move keys at every step.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class Backend(Protocol):
         """Requests (http) or connections (tcp) in flight; the proxy keeps it current."""
         ...
 
+    @property
+    def ramp(self) -> float:
+        """The share of its weight the server takes: below 1.0 during slow start."""
+        ...
+
 
 B = TypeVar("B", bound=Backend)
 
@@ -71,8 +81,20 @@ class Balancer(Protocol):
         ...
 
 
+# While a candidate is ramping, weights are counted in hundredths, so that a tenth of
+# weight 1 is still a whole number; shares do not change with the unit.
+RAMP_SCALE = 100
+
+
 def _weights(candidates: Sequence[Backend]) -> list[int]:
     return [w if w >= 1 else 1 for w in (c.weight for c in candidates)]
+
+
+def _shares(candidates: Sequence[Backend]) -> list[int]:
+    """Weights with slow start applied: each candidate's weight times its ramp."""
+    if all(c.ramp >= 1.0 for c in candidates):
+        return _weights(candidates)
+    return [max(1, round(c.weight * min(c.ramp, 1.0) * RAMP_SCALE)) for c in candidates]
 
 
 class RoundRobin:
@@ -99,7 +121,7 @@ class RoundRobin:
         self._total = 0
 
     def _rebuild(self, candidates: tuple[Backend, ...]) -> None:
-        weights = _weights(candidates)
+        weights = _shares(candidates)
         names = tuple(c.name for c in candidates)
         equal = len(set(weights)) <= 1
         if equal:
@@ -164,7 +186,7 @@ class LeastConn:
         if candidates is not self._last:
             self._last = candidates
             self._ring = candidates + candidates
-            weights = tuple(_weights(candidates))
+            weights = tuple(_shares(candidates))
             self._weight_ring = weights + weights
             self._equal = len(set(weights)) == 1
         start = self._next
@@ -217,7 +239,7 @@ class RandomTwo:
             return candidates[0] if n else None
         if candidates is not self._last:
             self._last = candidates
-            weights = _weights(candidates)
+            weights = _shares(candidates)
             self._equal = len(set(weights)) == 1
             self._cumulative = list(accumulate(weights))
             self._total = self._cumulative[-1]

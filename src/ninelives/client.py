@@ -162,6 +162,13 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         console.print(_pool_table(pool))
 
 
+def _weight(server: dict[str, Any]) -> str:
+    """The weight, with the share of it taken while in slow start: ``2 (35%)``."""
+    ramp = server.get("ramp", 1.0)
+    weight = str(server.get("weight", ""))
+    return weight if ramp is None or ramp >= 1.0 else f"{weight} ({ramp * 100:.0f}%)"
+
+
 def _pool_table(pool: dict[str, Any]) -> Table:
     tier = pool.get("active_tier")
     title = (
@@ -169,6 +176,8 @@ def _pool_table(pool: dict[str, Any]) -> Table:
         f"({pool.get('balance', '?')}, {pool.get('available', 0)} available, "
         f"active tier {'none' if tier is None else tier})"
     )
+    if pool.get("panic"):
+        title += f"  PANIC: {pool.get('panic_reason', '')}"
     table = Table(title=title, title_justify="left")
     for column in ("tier", "provider", "server", "address", "state"):
         table.add_column(column)
@@ -181,7 +190,7 @@ def _pool_table(pool: dict[str, Any]) -> Table:
             table.add_row(
                 str(index), str(group.get("provider", "")), str(srv.get("name", "")),
                 str(srv.get("address", "")), Text(state, STATE_STYLES.get(state, "")),
-                str(srv.get("weight", "")), str(srv.get("active", 0)),
+                _weight(srv), str(srv.get("active", 0)),
                 str(srv.get("requests", 0)), str(srv.get("reason", "")),
             )
     return table

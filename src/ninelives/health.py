@@ -12,13 +12,21 @@ server is never balanced to at startup and a live one does not wait ``rise`` int
 
 Every verdict carries a sentence saying why ("2 checks failed: connect refused"), which
 ``Pool.check_result`` stores as the server's reason and publishes with each transition.
+
+How soon a server is checked again is a pure function of its state too (:func:`check_interval`):
+``fast_interval`` while a streak is under way, ``down_interval`` while it is down, ``interval``
+otherwise (HAProxy's fastinter/downinter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import re
+import shlex
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +45,14 @@ if TYPE_CHECKING:
 # (a misconfigured check pointed at a large page must not make the checker hold megabytes).
 MAX_BODY = 64 * 1024
 READ_CHUNK = 16 * 1024
+# What a command check keeps of its output (the rest is read and dropped, so that a chatty
+# command never blocks on a full pipe), and how much of its first line a reason shows.
+MAX_OUTPUT = 4 * 1024
+MAX_DETAIL = 100
+# After a command exits and its process group is killed, its pipes close at once; a
+# process that left the group (setsid) may hold them open, so we stop reading after this.
+OUTPUT_GRACE = 0.1
+REAP_WAIT = 1.0  # a SIGKILLed shell is reaped within this (unless stuck in the kernel)
 
 
 # -- the decision: a pure state machine -----------------------------------------------------
@@ -76,6 +92,19 @@ def check_signal(ok: bool, changed: bool) -> Signal:
     return Signal.PASS if ok else Signal.FAIL
 
 
+def check_interval(state: HealthState, health: HealthConfig) -> float:
+    """Seconds until the next check of a server in ``state``.
+
+    A streak under way (an up server that failed a check, a down one that passed one) is
+    settled at ``fast_interval``, so a dead server is out ``fall - 1`` fast intervals after
+    its first failed check and a restarted one back ``rise - 1`` after its first pass; a down
+    server is probed every ``down_interval``.
+    """
+    if state.healthy:
+        return health.fast_every if state.failures else health.interval
+    return health.fast_every if state.successes else health.down_every
+
+
 def reason(state: HealthState, detail: str) -> str:
     """The sentence shown for a server: its current streak and what the last check saw."""
     if state.successes:
@@ -88,10 +117,16 @@ def reason(state: HealthState, detail: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """What one probe saw: pass/fail and a short phrase ("HTTP 200", "connect refused")."""
+    """What one probe saw: pass/fail and a short phrase ("HTTP 200", "connect refused").
+
+    ``answered``: the server gave a verdict (an HTTP response, an exit code), passing or
+    not; a refused, reset or timed-out probe did not. Panic spreads load only over servers
+    that answer (see ``ninelives.panic``).
+    """
 
     ok: bool
     detail: str
+    answered: bool = True
 
 
 # -- the probes -------------------------------------------------------------------------------
@@ -146,11 +181,13 @@ async def check_http(host: str, port: int, check: HttpCheck, default_host: str) 
                 # A response without Content-Length ends with the connection (RFC 9112 6.3).
                 if sink.headers_complete:
                     break
-                return CheckResult(False, "connection closed before a complete response")
+                return CheckResult(
+                    False, "connection closed before a complete response", answered=False
+                )
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
-                return CheckResult(False, f"invalid HTTP response: {exc}")
+                return CheckResult(False, f"invalid HTTP response: {exc}", answered=False)
         status: int = parser.get_status_code()
     finally:
         writer.close()
@@ -163,6 +200,100 @@ def judge_http(status: int, body: bytes, check: HttpCheck) -> CheckResult:
     if check.body is not None and check.body.encode("utf-8") not in body:
         return CheckResult(False, f'HTTP {status}, body lacks "{check.body}"')
     return CheckResult(True, f"HTTP {status}")
+
+
+_PLACEHOLDER = re.compile(r"\{(host|port|server)\}")
+
+
+def command_line(command: str, server: Server) -> str:
+    """``command`` with ``{host}``, ``{port}`` and ``{server}`` replaced, shell-quoted; other
+    braces (``awk '{print $1}'``) are left alone."""
+    values = {"host": server.host, "port": str(server.port), "server": server.name}
+    return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), command)
+
+
+class _CommandOutput(asyncio.SubprocessProtocol):
+    """Keeps the head of a check command's stdout and stderr; says when the command exited
+    and when its pipes closed (a process it left behind may hold them open)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.heads = {1: bytearray(), 2: bytearray()}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        head = self.heads[fd]
+        if len(head) < MAX_OUTPUT:  # the rest is read and dropped: no full pipe, no hang
+            head += data[: MAX_OUTPUT - len(head)]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def check_command(command: str, server: Server) -> CheckResult:
+    """Run ``command`` through ``/bin/sh`` in a process group of its own; exit 0 passes.
+
+    The caller bounds it with the check timeout: the cancellation kills the whole group
+    (SIGKILL) and waits until the shell is reaped, so a hung check leaves neither a process
+    nor a zombie. Whatever the command leaves running in its group when it exits is killed
+    too. Exit is noticed by the protocol, not by ``Process.wait()``, which also waits for
+    the pipes that a left-behind process may keep open.
+    """
+    loop = asyncio.get_running_loop()
+    transport, output = await loop.subprocess_exec(
+        lambda: _CommandOutput(loop), "/bin/sh", "-c", command_line(command, server),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    pid = transport.get_pid()
+    # asyncio.wait, not a bare await: a cancelled await would cancel the future itself.
+    try:
+        await asyncio.wait([output.exited])
+        _kill_group(pid)
+        await asyncio.wait([output.closed], timeout=OUTPUT_GRACE)
+    finally:
+        if transport.get_returncode() is None:  # the check timed out or was stopped
+            _kill_group(pid)
+            await asyncio.wait([output.exited], timeout=REAP_WAIT)
+        transport.close()
+    code = transport.get_returncode()
+    assert code is not None  # it exited
+    return judge_exit(code, bytes(output.heads[1]), bytes(output.heads[2]))
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def judge_exit(code: int, stdout: bytes, stderr: bytes) -> CheckResult:
+    """A command's verdict: exit 0 passes; the reason shows the exit status and the first
+    line it wrote (stdout first when it passed, stderr first when it failed)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return CheckResult(False, f"killed by {name}", answered=False)
+    first = first_line(stdout, stderr) if code == 0 else first_line(stderr, stdout)
+    detail = f"exit {code}: {first}" if first else f"exit {code}"
+    return CheckResult(code == 0, detail)
+
+
+def first_line(*outputs: bytes) -> str:
+    """The first non-blank line of the first output that has one, cut to MAX_DETAIL."""
+    for output in outputs:
+        for raw in output.splitlines():
+            text = raw.decode("utf-8", "replace")
+            line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+            if line:
+                return line if len(line) <= MAX_DETAIL else line[: MAX_DETAIL - 3] + "..."
+    return ""
 
 
 def describe_error(exc: BaseException, timeout: float) -> str:
@@ -182,13 +313,15 @@ async def probe(server: Server, health: HealthConfig) -> CheckResult:
     """Run the pool's configured check against ``server``, bounded by the check timeout."""
     try:
         async with asyncio.timeout(health.timeout):
+            if health.command is not None:
+                return await check_command(health.command, server)
             if health.http is not None:
                 return await check_http(
                     server.host, server.port, health.http, str(server.address)
                 )
             return await check_tcp(server.host, server.port)
     except Exception as exc:  # a probe that raises is a failed check, not a dead check loop
-        return CheckResult(False, describe_error(exc, health.timeout))
+        return CheckResult(False, describe_error(exc, health.timeout), answered=False)
 
 
 # -- the shell: schedule probes, record verdicts ----------------------------------------------
@@ -219,7 +352,7 @@ class HealthChecker:
             self.record(server, result)
 
     def start(self) -> None:
-        """Start one checking task per server, each at a random offset within the interval."""
+        """Start one checking task per server, each at a random offset within its interval."""
         self.running = True
         for server in self.pool.servers:
             if server.name not in self._tasks:
@@ -227,7 +360,7 @@ class HealthChecker:
 
     def _start(self, server: Server) -> None:
         # Jitter spreads the probes so servers (and our loop) do not see them in bursts.
-        offset = self.rng.uniform(0, self.health.interval)
+        offset = self.rng.uniform(0, self.next_interval(server))
         task = self.loop.create_task(
             self._run(server, offset), name=f"health:{self.pool.name}/{server.name}"
         )
@@ -264,24 +397,30 @@ class HealthChecker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def next_interval(self, server: Server) -> float:
+        state = self.states.get(server.name)
+        return self.health.interval if state is None else check_interval(state, self.health)
+
     async def _run(self, server: Server, offset: float) -> None:
         next_at = self.loop.time() + offset
         while True:
             await asyncio.sleep(max(0.0, next_at - self.loop.time()))
-            # Start-to-start spacing, as HAProxy's `inter`; a slow check does not stack up.
-            # The interval is read each time: a reload may have changed it.
-            next_at = max(next_at + self.health.interval, self.loop.time())
+            started = max(next_at, self.loop.time())
             self.record(server, await probe(server, self.health))
+            # Start-to-start spacing, as HAProxy's `inter`, by the state the check left; a
+            # slow check does not stack up.
+            next_at = max(started + self.next_interval(server), self.loop.time())
 
     def record(self, server: Server, result: CheckResult) -> None:
         """Fold one check result into the server's state and tell the pool."""
         previous = self.states.get(server.name)
         if previous is None:
             state = initial(result.ok)
-            signal = Signal.PASS if result.ok else Signal.FAIL
+            step = Signal.PASS if result.ok else Signal.FAIL
         else:
             health = self.health
             state, changed = observe(previous, result.ok, health.rise, health.fall)
-            signal = check_signal(result.ok, changed)
+            step = check_signal(result.ok, changed)
         self.states[server.name] = state
-        self.pool.check_result(server, signal, reason(state, result.detail))
+        self.pool.set_answering(server, result.answered)
+        self.pool.check_result(server, step, reason(state, result.detail))

@@ -169,6 +169,12 @@ class _PoolFamilies:
             "ninelives_pool_active_tier", "The tier taking traffic (-1: none).",
             labels=["pool"],
         )
+        self.panic = GaugeMetricFamily(
+            "ninelives_pool_panic",
+            "1 while too few servers pass their checks and the pool balances over those "
+            "that answer them (panic).",
+            labels=["pool"],
+        )
         self.no_server = CounterMetricFamily(
             "ninelives_pool_no_server",
             "Requests answered 503 because no server was available.",
@@ -215,6 +221,7 @@ class _PoolFamilies:
         self.duration.add_metric([name], histogram_buckets(pool.latency), pool.latency.sum)
         self.available.add_metric([name], len(pool.candidates))
         self.active_tier.add_metric([name], -1 if pool.active_tier is None else pool.active_tier)
+        self.panic.add_metric([name], 1 if pool.panic else 0)
         self.no_server.add_metric([name], pool.no_server)
         for cause, count in sorted(pool.retries.items()):
             self.retries.add_metric([name, cause], count)
@@ -225,6 +232,6 @@ class _PoolFamilies:
         return [
             self.server_requests, self.provider_requests, self.failures, self.active, self.up,
             self.state, self.weight, self.duration, self.available, self.active_tier,
-            self.no_server, self.ejections, self.retries, self.retry_outcomes,
+            self.panic, self.no_server, self.ejections, self.retries, self.retry_outcomes,
         ]
 

@@ -146,6 +146,7 @@ class Node:
         for pool in self.pools.values():
             expire_responses(pool.servers, now)
             pool.expire_ejections(now)
+            pool.advance_ramps(now)
         if self.retired:
             self._sweep_retired(now)
         if now < next_idle_sweep:

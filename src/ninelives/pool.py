@@ -7,6 +7,7 @@ server's availability changes (health, drain/maint, weight), never per request.
 
 from __future__ import annotations
 
+import logging
 import random
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
@@ -15,9 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from ninelives.address import Address
 from ninelives.balance import Balancer, make_balancer
+from ninelives.config.checks import RAMPED_BALANCES
 from ninelives.events import EventLog
+from ninelives.panic import judge as judge_panic
+from ninelives.panic import tier_health
+from ninelives.slow_start import RAMP_FLOOR, ramp_share
 from ninelives.states import EJECTABLE, IN_SERVICE, Health, Signal, next_health, shown
 from ninelives.units import format_duration
+
+logger = logging.getLogger("ninelives.pool")
 
 if TYPE_CHECKING:
     from ninelives.config import PoolConfig
@@ -71,7 +78,7 @@ class Server:
         "name", "address", "host", "port", "config_weight", "weight", "tier", "provider",
         "admin_state", "health", "health_reason", "active", "requests", "responses",
         "failures", "idle", "conns", "pool", "ejected_until", "times_ejected",
-        "eject_reason", "fail_streak", "ok_mark",
+        "eject_reason", "fail_streak", "ok_mark", "answering", "out", "ramp", "ramp_since",
     )
 
     def __init__(
@@ -109,6 +116,15 @@ class Server:
         self.eject_reason = ""
         self.fail_streak = 0
         self.ok_mark = 0
+        # Its last check got an answer, passing or not (a status, an exit code); panic
+        # spreads only over such servers. False until a check says so.
+        self.answering = False
+        # Slow start: ``out`` is whether it took no traffic at the last refresh (down,
+        # ejected, maint); ``ramp`` the share of its weight it takes, growing since
+        # ``ramp_since`` (loop time; None until the next sweep tick gives it one).
+        self.out = False
+        self.ramp = 1.0
+        self.ramp_since: float | None = None
 
     @property
     def healthy(self) -> bool:
@@ -154,6 +170,7 @@ class Server:
             "times_ejected": self.times_ejected,
             "weight": self.weight,
             "config_weight": self.config_weight,
+            "ramp": self.ramp,
             "active": self.active,
             "idle_connections": len(self.idle),
             "requests": self.requests,
@@ -171,7 +188,7 @@ class Pool:
         "hash_kind", "hash_name", "keyed", "plain", "latency", "no_server",
         "response_timeout", "candidates", "max_tries", "retry_on", "retry_methods",
         "retrying", "retries", "retry_outcomes", "ejections", "active_tier", "on_admin_change",
-        "events", "initial", "state", "state_reason",
+        "events", "initial", "state", "state_reason", "slow_start", "ramping", "panic",
     )
 
     def __init__(
@@ -199,8 +216,10 @@ class Pool:
         self.ejections = 0
         self.candidates: tuple[Server, ...] = ()
         self.active_tier: int | None = None
-        self.state = "unchecked"  # up | backup | down (see refresh)
+        self.state = "unchecked"  # up | backup | panic | down (see refresh)
         self.state_reason = "not checked yet"
+        self.ramping: list[Server] = []  # servers in slow start, moved on by advance_ramps
+        self.panic = ""  # why the pool is in panic; empty when it is not
         # Called after an operator's change (state, weight), e.g. to save it to disk.
         self.on_admin_change: list[Callable[[Pool], None]] = []
         self.reconfigure(config)
@@ -251,6 +270,9 @@ class Pool:
         self.servers = [server for tier in self.tiers for server in tier]
         self.by_name = {server.name: server for server in self.servers}
         kept = set(self.servers)
+        # Slow start only where weights make shares (hash would move keys at every step).
+        self.slow_start = config.slow_start if config.balance in RAMPED_BALANCES else 0.0
+        self.ramping = [s for s in self.ramping if s in kept]
         self.refresh()
         return [server for server in before.values() if server not in kept]
 
@@ -259,8 +281,10 @@ class Pool:
 
         Active/active is every available server of that tier; active/passive is a later tier
         that is reached only when every tier before it has none. When a primary returns, the
-        next refresh makes its tier the candidate set again (automatic failback).
+        next refresh makes its tier the candidate set again (automatic failback). Too few
+        healthy servers put the pool in panic (:mod:`ninelives.panic`).
         """
+        self._start_ramps()
         self.candidates = ()
         self.active_tier = None
         for index, tier in enumerate(self.tiers):
@@ -269,12 +293,16 @@ class Pool:
                 self.candidates = available
                 self.active_tier = index
                 break
+        self._judge_panic()
         self._pool_state()
 
     def _pool_state(self) -> None:
         """Publish the pool's state when it changes: up, backup (served by a later tier),
-        down (no server available)."""
-        if self.active_tier is None:
+        panic (too few healthy servers: spread over those that answer), down (no server
+        available)."""
+        if self.panic:
+            state, why = "panic", self.panic
+        elif self.active_tier is None:
             if any(s.health is Health.UNCHECKED for s in self.servers):
                 return  # not checked yet: not down, not up
             state = "down"
@@ -306,7 +334,9 @@ class Pool:
             untried = [s for s in tier if s.is_available() and s not in tried]
             if untried:
                 return untried[self.rng.randrange(len(untried))]
-        return None
+        # In panic, the servers failing their checks that panic balances over come last.
+        untried = [s for s in self.candidates if s not in tried]
+        return untried[self.rng.randrange(len(untried))] if untried else None
 
     def may_retry(self) -> bool:
         """Does the retry budget allow one more request in retry? It is a share of the
@@ -319,9 +349,13 @@ class Pool:
 
     def record_failure(self, server: Server, now: float, what: str) -> bool:
         """Live traffic saw ``server`` fail (connect failure, timeout, reset, 5xx): count
-        the streak and eject the server when it is long enough. True when ejected now."""
+        the streak and eject the server when it is long enough. True when ejected now.
+
+        A down server that panic spreads clients over is benched the same way (kept out of
+        the panic for the ejection time, ``ejected_until``): its check was right after all."""
         outlier = self.config.outlier
-        if not outlier.enabled or server.health not in EJECTABLE:
+        benchable = bool(self.panic) and not server.healthy and server in self.candidates
+        if not outlier.enabled or (server.health not in EJECTABLE and not benchable):
             return False
         ok = server.responses[1] + server.responses[2] + server.responses[3]
         ok += server.responses[4]
@@ -343,16 +377,24 @@ class Pool:
             f"ejected for {format_duration(seconds)}: "
             f"{outlier.consecutive_failures} consecutive failures, last: {what}"
         )
-        self._step(server, Signal.EJECT, server.eject_reason)
+        if benchable:
+            self.refresh()  # out of the panic's spread (panic.spreadable)
+        else:
+            self._step(server, Signal.EJECT, server.eject_reason)
         return True
 
     def expire_ejections(self, now: float) -> None:
         """Put back servers whose ejection is over. (One that its checks found down in the
         meantime is down, not ejected: it comes back when ``rise`` checks pass.)"""
         for server in self.servers:
-            if server.health is Health.EJECTED and server.ejected_until <= now:
+            if 0.0 < server.ejected_until <= now:
+                server.ejected_until = 0.0
                 server.fail_streak = 0
-                self._step(server, Signal.RETURN, f"back from ejection; {server.health_reason}")
+                if server.health is Health.EJECTED:
+                    reason = f"back from ejection; {server.health_reason}"
+                    self._step(server, Signal.RETURN, reason)
+                else:
+                    self.refresh()  # a benched server is back in the panic's spread
 
     def check_result(self, server: Server, signal: Signal, reason: str) -> None:
         """Record what an active check saw (``reason`` says it) and move the server's health."""
@@ -367,6 +409,8 @@ class Pool:
             return
         before = server.state
         server.health = new
+        if signal is Signal.RISE:
+            server.ejected_until = 0.0  # back by its checks: a past ejection is over
         if server.state != before:
             self.events.publish("server", f"{self.name}/{server.name}", before, server.state,
                                 reason)
@@ -376,6 +420,80 @@ class Pool:
             # not at the response timeout.
             for upstream in list(server.conns):
                 upstream.server_down()
+
+    # -- slow start and panic ----------------------------------------------------------------
+
+    def _start_ramps(self) -> None:
+        """Start the slow start of every server that takes traffic again (back from down,
+        ejection or maint); stop that of a server out again. Runs first in every refresh,
+        so a returning server never enters the candidates at its full weight."""
+        for server in self.servers:
+            if server.health is Health.UNCHECKED:
+                continue  # its first check says up or down: not a return, no ramp
+            out = not server.healthy or server.ejected or server.admin_state is AdminState.MAINT
+            if out and server.ramp < 1.0:
+                server.ramp = 1.0  # out again: when it is back, its ramp starts over
+                self.ramping.remove(server)
+            elif server.out and not out and self.slow_start > 0:
+                server.ramp = RAMP_FLOOR
+                server.ramp_since = None
+                self.ramping.append(server)
+                logger.info(
+                    "server %s/%s back: slow start from %.0f%% of its weight to all of it in %s",
+                    self.name, server.name, RAMP_FLOOR * 100,
+                    format_duration(self.slow_start),
+                )
+            server.out = out
+
+    def advance_ramps(self, now: float) -> None:
+        """Move every slow start along; rebuild the candidates when a share changed. The
+        node's sweep calls this every tick; with no server ramping it returns at once."""
+        if not self.ramping:
+            return
+        changed = False
+        for server in list(self.ramping):
+            if server.ramp_since is None:
+                server.ramp_since = now
+            share = ramp_share(now - server.ramp_since, self.slow_start)
+            if share != server.ramp:
+                server.ramp = share
+                changed = True
+            if share >= 1.0:
+                self.ramping.remove(server)
+                logger.info("server %s/%s at its full weight: slow start over", self.name,
+                            server.name)
+        if changed:
+            self.refresh()
+
+    def _judge_panic(self) -> None:
+        if any(s.health is Health.UNCHECKED for s in self.servers):
+            panic = None  # the first checks are not all in yet: too soon to judge
+        else:
+            panic = judge_panic(self.tiers, self.active_tier, self.config.panic)
+        if panic is not None:
+            self.candidates = panic.servers
+        reason = panic.reason if panic is not None else ""
+        if reason and not self.panic:
+            logger.warning("pool %s in panic: %s", self.name, reason)
+        elif self.panic and not reason:
+            logger.warning("pool %s out of panic: %s", self.name, self._health_sentence())
+        self.panic = reason
+
+    def _health_sentence(self) -> str:
+        if self.active_tier is None:
+            return "no server available"
+        healthy, total = tier_health(self.tiers[self.active_tier])
+        noun = "server" if total == 1 else "servers"
+        return f"{healthy} of {total} {noun} of tier {self.active_tier} healthy"
+
+    def set_answering(self, server: Server, answered: bool) -> None:
+        """Record whether the server's last check got an answer, passing or not. Panic
+        balances over the down servers that answer, so the candidates may change."""
+        if server.answering is answered:
+            return
+        server.answering = answered
+        if not server.healthy and self.config.panic > 0:
+            self.refresh()
 
     def pinned(self, name: bytes) -> Server | None:
         """The server a sticky cookie names, if it may still take that client."""
@@ -414,6 +532,8 @@ class Pool:
             "balance": self.config.balance,
             "active_tier": self.active_tier,
             "available": len(self.candidates),
+            "panic": bool(self.panic),
+            "panic_reason": self.panic,
             "no_server": self.no_server,
             "tiers": [
                 {

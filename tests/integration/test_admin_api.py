@@ -492,6 +492,21 @@ def test_render_status(admin: AdminServer, node: FakeNode) -> None:
         assert word in text, word
 
 
+def test_render_status_shows_panic_and_slow_start(admin: AdminServer, node: FakeNode) -> None:
+    pool = node.pools["app"]
+    for server in pool.servers:
+        pool.set_answering(server, True)
+        pool.check_result(server, Signal.FALL, "2 checks failed: HTTP 503, expected 200")
+    client = AdminClient(admin.address, None)
+    console = Console(record=True, width=250)
+    render_status(client.status(), console)
+    assert "PANIC: 0 of 2 servers of tier 0 healthy, below 50%" in console.export_text()
+    pool.check_result(pool.by_name["a2"], Signal.RISE, "2 checks passed: HTTP 200")  # back: ramping
+    render_status(client.status(), console)
+    text = console.export_text()
+    assert "PANIC" not in text and "1 (10%)" in text, text
+
+
 @pytest.mark.parametrize(
     ("text", "expected"), [("app/a1", ("app", "a1")), (" api/api-1 ", ("api", "api-1"))]
 )

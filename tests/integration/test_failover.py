@@ -173,7 +173,8 @@ def test_an_ejected_server_is_back_after_its_ejection(harness: Harness) -> None:
         assert node.server_status("app", "a1")["state"] == "ejected"
         a1.well()
         wait_until(lambda: node.server_status("app", "a1")["state"] == "up", 5.0, message="a1 back")
-        backends = {client.request("GET", "/flaky").header("X-Backend") for _ in range(4)}
+        # Back in slow start: a tenth of its weight at first, so one request in eleven.
+        backends = {client.request("GET", "/flaky").header("X-Backend") for _ in range(30)}
     assert backends == {"a1", "a2"}
 
 

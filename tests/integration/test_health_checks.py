@@ -8,6 +8,7 @@ import random
 import socket
 from collections import Counter
 from collections.abc import Coroutine, Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ class HttpBackend:
         self.statuses: Counter[int] = Counter()
         self.body = body
         self.checks = 0
+        self.times: list[tuple[float, int]] = []  # (loop time, status) of every check
         self.user_agents: set[str] = set()
         self.hosts: Counter[str] = Counter()
         self.runner: web.AppRunner | None = None
@@ -46,6 +48,7 @@ class HttpBackend:
         if self.flap:
             self.sick = self.checks % 2 == 0  # pass, fail, pass, fail...
         self.statuses[503 if self.sick else 200] += 1
+        self.times.append((asyncio.get_running_loop().time(), 503 if self.sick else 200))
         self.user_agents.add(request.headers.get("User-Agent", ""))
         self.hosts[request.headers.get("Host", "")] += 1
         return web.Response(status=503 if self.sick else 200, text=self.body)
@@ -90,7 +93,10 @@ def dead_port() -> int:
     return port
 
 
-def make_pool(ports: dict[str, int], check: str, rise: int = 2, fall: int = 2) -> Pool:
+def make_pool(
+    ports: dict[str, int], check: str, rise: int = 2, fall: int = 2,
+    schedule: str = "interval: 100ms\n      timeout: 80ms",
+) -> Pool:
     servers = "\n".join(
         f"      - {{name: {name}, address: 127.0.0.1:{port}}}" for name, port in ports.items()
     )
@@ -101,8 +107,7 @@ pools:
   app:
     health:
       {check}
-      interval: 100ms
-      timeout: 80ms
+      {schedule}
       rise: {rise}
       fall: {fall}
     servers:
@@ -297,6 +302,65 @@ def test_stop_ends_the_checks() -> None:
         finally:
             await checker.stop()
             await witness.stop()
+            await backend.stop()
+
+    run(scenario())
+
+
+def test_a_falling_server_is_checked_at_the_fast_interval() -> None:
+    async def scenario() -> None:
+        backend = await HttpBackend().start()
+        schedule = "interval: 2s\n      timeout: 200ms\n      fast_interval: 50ms"
+        pool = make_pool({"a": backend.port}, HTTP_CHECK, fall=4, schedule=schedule)
+        checker = HealthChecker(pool, asyncio.get_running_loop(), rng=random.Random(5))
+        try:
+            await checker.first_round()
+            checker.start()
+            backend.sick = True
+            await until(lambda: not pool.by_name["a"].healthy, "a down", timeout=15)
+            failed = [t for t, status in backend.times if status == 503]
+            assert len(failed) == 4
+            # Three fast intervals (150 ms) from the first failed check to the fourth; at
+            # the 2 s interval it would be 6 s.
+            assert failed[-1] - failed[0] < 1.5, failed
+        finally:
+            await checker.stop()
+            await backend.stop()
+
+    run(scenario())
+
+
+def test_a_down_server_is_checked_every_down_interval_and_rises_at_the_fast_one() -> None:
+    async def scenario() -> None:
+        backend = await HttpBackend().start()
+        backend.sick = True
+        # An interval of an hour: every check seen here is a down or a fast one.
+        schedule = (
+            "interval: 1h\n      timeout: 200ms\n      fast_interval: 50ms\n"
+            "      down_interval: 1s"
+        )
+        pool = make_pool({"a": backend.port}, HTTP_CHECK, rise=4, fall=1, schedule=schedule)
+        checker = HealthChecker(pool, asyncio.get_running_loop(), rng=random.Random(6))
+        server = pool.by_name["a"]
+        try:
+            await checker.first_round()
+            assert not server.healthy
+            checker.start()
+            await until(lambda: backend.checks >= 4, "three checks of the down server")
+            failed = [t for t, status in backend.times if status == 503]
+            # Never sooner than the down interval (the first came from first_round, the
+            # second at a random offset within the down interval).
+            assert all(b - a >= 0.5 for a, b in pairwise(failed[1:])), failed
+            backend.sick = False
+            await until(lambda: server.healthy, "a up after rise passing checks")
+            passed = [t for t, status in backend.times if status == 200]
+            assert len(passed) == 4
+            # Three fast intervals (150 ms) from the first pass to the fourth; at the down
+            # interval it would be 3 s.
+            assert passed[-1] - passed[0] < 1.5, passed
+            assert server.health_reason == "4 checks passed: HTTP 200"
+        finally:
+            await checker.stop()
             await backend.stop()
 
     run(scenario())

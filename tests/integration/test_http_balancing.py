@@ -207,7 +207,9 @@ def test_drain_keeps_pinned_clients_and_takes_no_new_ones(harness: Harness) -> N
 
 def test_maint_gets_no_traffic_and_ready_brings_it_back(harness: Harness) -> None:
     backends = harness.backends("a1", "a2", "a3")
-    node = harness.node(one_pool_config(backends, {"balance": "roundrobin"}))
+    # Without slow start, so that its full share is back at once (test_slow_start ramps).
+    pool = {"balance": "roundrobin", "slow_start": "0s"}
+    node = harness.node(one_pool_config(backends, pool))
     addr = node.addr()
     node.set_state("app", "a2", "maint")
     assert node.server_status("app", "a2")["state"] == "maint"

@@ -31,6 +31,7 @@ class FakeServer:
     name: str
     weight: int = 1
     active: int = 0
+    ramp: float = 1.0
 
 
 def servers(*weights: int, prefix: str = "s") -> tuple[FakeServer, ...]:

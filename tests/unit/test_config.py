@@ -195,6 +195,70 @@ def test_durations_accept_strings_and_numbers() -> None:
         HealthConfig.model_validate({"interval": "0s"})
 
 
+def test_command_check() -> None:
+    command = '{command: "pg_isready -h {host} -p {port}", timeout: 2s, interval: 5s}'
+    text = MINIMAL + f"    health: {command}\n"
+    health = parse_config(text, env={}).pools["app"].health
+    assert (health.kind, health.command) == ("command", "pg_isready -h {host} -p {port}")
+    assert (health.tcp, health.http) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("health", "problem"),
+    [
+        (
+            '{command: "true", http: {}}',
+            "pools.app.health: expected one check (tcp, http or command), got http and command",
+        ),
+        ('{command: ""}', 'pools.app.health.command: expected a non-empty string, got ""'),
+        ("{command: }", "pools.app.health.command: expected a non-empty string, got nothing"),
+        (
+            "{interval: 1s, fast_interval: 2s}",
+            "pools.app.health.fast_interval: must not exceed interval (1s), got 2s",
+        ),
+        ("{down_interval: 0s}", (
+            'pools.app.health.down_interval: expected a duration above 0 like 500ms or 2s, '
+            'got "0s"'
+        )),
+    ],
+)
+def test_health_problems(health: str, problem: str) -> None:
+    assert problems_of(MINIMAL + f"    health: {health}\n") == [problem]
+
+
+def test_fast_and_down_intervals() -> None:
+    text = MINIMAL + "    health: {interval: 2s, fast_interval: 100ms, down_interval: 10s}\n"
+    health = parse_config(text, env={}).pools["app"].health
+    assert (health.fast_every, health.down_every) == (0.1, 10.0)
+    default = parse_config(MINIMAL, env={}).pools["app"].health
+    assert (default.fast_interval, default.down_interval) == (None, None)
+    assert (default.fast_every, default.down_every) == (0.25, 0.5)
+
+
+def test_slow_start_and_panic() -> None:
+    pool = parse_config(MINIMAL, env={}).pools["app"]
+    assert (pool.slow_start, pool.panic) == (10.0, 0.5)
+    text = MINIMAL + "    slow_start: 0s\n    panic: 0%\n"
+    pool = parse_config(text, env={}).pools["app"]
+    assert (pool.slow_start, pool.panic) == (0.0, 0.0)
+    assert problems_of(MINIMAL + "    panic: 0.5\n") == [
+        "pools.app.panic: expected a percentage like 99.95% or 50%, got 0.5 "
+        "(a bare number is ambiguous: write it with %)"
+    ]
+    assert problems_of(MINIMAL + "    balance: first\n    slow_start: 5s\n") == [
+        "pools.app.slow_start: only with balance roundrobin, leastconn or random2 (first sends "
+        "everything to one server); got balance: first, set slow_start: 0s or leave it out"
+    ]
+    # Reported with the pool's other problems too (the model validator is skipped then).
+    assert problems_of(
+        MINIMAL + "    balance: hash\n    slow_start: 5s\n    timeouts: {connect: fast}\n"
+    ) == [
+        'pools.app.timeouts.connect: expected a duration like 500ms or 2s, got "fast"',
+        "pools.app.slow_start: only with balance roundrobin, leastconn or random2 (hash keeps "
+        "every key on its server); got balance: hash, set slow_start: 0s or leave it out",
+    ]
+
+
 @pytest.mark.parametrize(
     ("given", "stored", "yes", "no"),
     [
@@ -223,7 +287,7 @@ def test_http_check_defaults_and_empty_means_defaults() -> None:
     assert config.pools["app"].health.http == HttpCheck(path="/", method="GET", expect="200")
     assert config.pools["app"].health.kind == "http"
     assert problems_of(MINIMAL + "    health: {http: {}, tcp: {}}\n") == [
-        "pools.app.health: expected one check, tcp or http, not both"
+        "pools.app.health: expected one check (tcp, http or command), got tcp and http"
     ]
 
 

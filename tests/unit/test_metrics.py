@@ -172,6 +172,16 @@ def test_pool_with_nothing_available_reports_tier_minus_one(node: FakeNode) -> N
     assert value(s, "ninelives_server_state", pool="app", server="b1", state="maint") == 1
 
 
+def test_panic_is_a_gauge(node: FakeNode) -> None:
+    pool = node.pools["app"]
+    assert value(scrape(node), "ninelives_pool_panic", pool="app") == 0
+    for server in pool.servers:
+        pool.set_answering(server, True)  # each check got an HTTP 503: down, but answering
+        pool.check_result(server, Signal.FALL, "2 checks failed: HTTP 503, expected 200")
+    assert pool.panic
+    assert value(scrape(node), "ninelives_pool_panic", pool="app") == 1
+
+
 def test_pool_latency_histogram(node: FakeNode) -> None:
     pool = node.pools["app"]
     pool.latency.observe(0.004)

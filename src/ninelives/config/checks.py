@@ -12,6 +12,7 @@ from typing import Any
 
 from ninelives.address import Address, parse_address
 from ninelives.config.fields import Loc, as_name, format_loc
+from ninelives.units import parse_duration
 
 _DEFAULT_ADMIN = "127.0.0.1:9901"
 _BALANCES = ("roundrobin", "leastconn", "random2", "hash", "first")
@@ -21,8 +22,23 @@ BACKUP_IN_TIERS = (
 )
 
 
+# The algorithms that give servers shares by weight, so that slow start can ramp one.
+RAMPED_BALANCES = ("roundrobin", "leastconn", "random2")
+
+
 def hash_on_needs_hash(balance: str) -> str:
     return f"only with balance: hash, got balance: {balance}"
+
+
+def slow_start_needs_shares(balance: str) -> str:
+    why = (
+        "hash keeps every key on its server" if balance == "hash"
+        else "first sends everything to one server"
+    )
+    return (
+        f"only with balance roundrobin, leastconn or random2 ({why}); "
+        f"got balance: {balance}, set slow_start: 0s or leave it out"
+    )
 _WILDCARDS = ("0.0.0.0", "::")
 
 
@@ -132,6 +148,10 @@ def _pool_options(pool_name: Any, pool: Mapping[str, Any]) -> list[tuple[Loc, st
     balance = pool.get("balance", "roundrobin")
     if "hash_on" in pool and balance in _BALANCES and balance != "hash":
         problems.append((("pools", str(pool_name), "hash_on"), hash_on_needs_hash(balance)))
+    if _ramps(pool.get("slow_start")) and balance in _BALANCES and balance not in RAMPED_BALANCES:
+        problems.append(
+            (("pools", str(pool_name), "slow_start"), slow_start_needs_shares(balance))
+        )
     for t, tier in _mappings(pool.get("tiers")):
         for s, server in _mappings(tier.get("servers")):
             if server.get("backup") is True:
@@ -139,6 +159,13 @@ def _pool_options(pool_name: Any, pool: Mapping[str, Any]) -> list[tuple[Loc, st
                     (("pools", str(pool_name), "tiers", t, "servers", s, "backup"), BACKUP_IN_TIERS)
                 )
     return problems
+
+
+def _ramps(slow_start: Any) -> bool:
+    try:
+        return slow_start is not None and parse_duration(slow_start) > 0
+    except ValueError:
+        return False  # reported by field validation
 
 
 def _server_names(pool_name: Any, pool: Mapping[str, Any]) -> list[tuple[Loc, str]]:

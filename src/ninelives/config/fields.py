@@ -73,6 +73,10 @@ def _to_duration(value: Any) -> float:
     return seconds
 
 
+def _to_duration_or_zero(value: Any) -> float:
+    return parse_duration(value)
+
+
 def _to_size(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"expected a size like 64KiB or 1MiB, got {describe_input(value)}")
@@ -162,6 +166,20 @@ _ADDRESS_SCHEMA: dict[str, Any] = {
 }
 
 Duration = Annotated[float, PlainValidator(_to_duration), WithJsonSchema(_DURATION_SCHEMA)]
+# A duration where 0 means "off" (slow_start: 0s).
+DurationOrZero = Annotated[
+    float,
+    PlainValidator(_to_duration_or_zero),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "description": "seconds"},
+                _DURATION_SCHEMA["anyOf"][1],
+            ],
+            "examples": ["0s", "10s"],
+        }
+    ),
+]
 AddressField = Annotated[
     Address,
     PlainValidator(_to_address),

@@ -13,11 +13,18 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ninelives.address import Address
-from ninelives.config.checks import BACKUP_IN_TIERS, cross_field_problems, hash_on_needs_hash
+from ninelives.config.checks import (
+    BACKUP_IN_TIERS,
+    RAMPED_BALANCES,
+    cross_field_problems,
+    hash_on_needs_hash,
+    slow_start_needs_shares,
+)
 from ninelives.config.fields import (
     AddressField,
     AddressList,
     Duration,
+    DurationOrZero,
     Loc,
     ModelProblems,
     Name,
@@ -168,13 +175,31 @@ class HttpCheck(_Model):
         return status_accepted(self.expect, status)
 
 
+# fast_interval and down_interval default to these shares of interval (see HealthConfig).
+FAST_SHARE = 0.25
+DOWN_SHARE = 0.5
+CHECK_KINDS = ("tcp", "http", "command")
+
+
 class HealthConfig(_Model):
+    """The active check of a pool's servers and its schedule.
+
+    One check: ``tcp`` (the default), ``http`` or ``command`` (a shell command run once per
+    server, ``{host}``, ``{port}`` and ``{server}`` replaced; exit 0 passes). A server is
+    checked every ``interval``; every ``fast_interval`` while a streak is under way (a check
+    failed on an up server, or passed on a down one: HAProxy's fastinter), so that ``rise``
+    and ``fall`` are reached sooner; every ``down_interval`` while it is down (downinter).
+    """
+
     tcp: TcpCheck | None = None
     http: HttpCheck | None = None
+    command: Text | None = None
     interval: Duration = 1.0
     timeout: Duration = 0.5
     rise: int = Field(default=2, ge=1)  # consecutive passes to mark a server up
     fall: int = Field(default=2, ge=1)  # consecutive failures to mark it down
+    fast_interval: Duration | None = None  # default: interval / 4
+    down_interval: Duration | None = None  # default: interval / 2
 
     @model_validator(mode="before")
     @classmethod
@@ -182,7 +207,10 @@ class HealthConfig(_Model):
         # `http:` with nothing after it means "an HTTP check with the defaults", not "no
         # check". Only when it is the one check named: a dump writes both, one as null.
         if isinstance(data, dict):
-            named = [key for key in ("tcp", "http") if key in data]
+            named = [key for key in CHECK_KINDS if key in data]
+            if named == ["command"] and data["command"] is None:
+                # There is no default command: `command:` alone is a missing command.
+                raise ModelProblems([(("command",), "expected a non-empty string, got nothing")])
             if len(named) == 1 and data[named[0]] is None:
                 return {**data, named[0]: {}}
         return data
@@ -190,8 +218,11 @@ class HealthConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         problems: list[tuple[Loc, str]] = []
-        if self.tcp is not None and self.http is not None:
-            problems.append(((), "expected one check, tcp or http, not both"))
+        checks = [kind for kind in CHECK_KINDS if getattr(self, kind) is not None]
+        if len(checks) > 1:
+            problems.append(
+                ((), f"expected one check (tcp, http or command), got {' and '.join(checks)}")
+            )
         if self.timeout > self.interval:
             problems.append(
                 (
@@ -200,13 +231,37 @@ class HealthConfig(_Model):
                     f"got {format_duration(self.timeout)}",
                 )
             )
+        if self.fast_interval is not None and self.fast_interval > self.interval:
+            problems.append(
+                (
+                    ("fast_interval",),
+                    f"must not exceed interval ({format_duration(self.interval)}), "
+                    f"got {format_duration(self.fast_interval)}",
+                )
+            )
         if problems:
             raise ModelProblems(problems)
         return self
 
     @property
-    def kind(self) -> Literal["tcp", "http"]:
+    def kind(self) -> Literal["tcp", "http", "command"]:
+        if self.command is not None:
+            return "command"
         return "http" if self.http is not None else "tcp"
+
+    @property
+    def fast_every(self) -> float:
+        """Seconds between checks while a streak is under way (rising or falling)."""
+        if self.fast_interval is not None:
+            return self.fast_interval
+        return self.interval * FAST_SHARE
+
+    @property
+    def down_every(self) -> float:
+        """Seconds between checks of a server that is down (and not rising)."""
+        if self.down_interval is not None:
+            return self.down_interval
+        return self.interval * DOWN_SHARE
 
 
 class TimeoutsConfig(_Model):
@@ -281,6 +336,12 @@ class PoolConfig(_Model):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     outlier: OutlierConfig = Field(default_factory=OutlierConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    # A server back from down, ejection or maint starts at a tenth of its weight and reaches
+    # all of it after slow_start (0s: off). roundrobin, leastconn and random2 only.
+    slow_start: DurationOrZero = 10.0
+    # Below this share of healthy servers (and no backup tier healthy enough), spread over
+    # the servers that answer their checks, passing or not (0%: never). See README.
+    panic: Percent = 0.5
     tiers: list[TierConfig] | None = Field(default=None, min_length=1)
     servers: list[ServerConfig] | None = Field(default=None, min_length=1)
 
@@ -299,6 +360,11 @@ class PoolConfig(_Model):
         problems: list[tuple[Loc, str]] = []
         if "hash_on" in self.model_fields_set and self.balance != "hash":
             problems.append((("hash_on",), hash_on_needs_hash(self.balance)))
+        if (
+            "slow_start" in self.model_fields_set and self.slow_start > 0
+            and self.balance not in RAMPED_BALANCES
+        ):
+            problems.append((("slow_start",), slow_start_needs_shares(self.balance)))
         if self.tiers is None and self.servers is None:
             problems.append(((), "expected servers (one tier) or tiers (failover order)"))
         if self.tiers is not None and self.servers is not None:
