@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ninelives.address import Address
 from ninelives.config.checks import BACKUP_IN_TIERS, cross_field_problems, hash_on_needs_hash
+from ninelives.config.cluster import ClusterConfig
 from ninelives.config.fields import (
     AddressField,
     AddressList,
@@ -329,6 +330,7 @@ class Config(_Model):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     pools: dict[Name, PoolConfig] = Field(min_length=1)
+    cluster: ClusterConfig | None = None  # absent: this node runs alone
 
     @model_validator(mode="after")
     def _cross_checked(self, info: ValidationInfo) -> Self:
