@@ -236,6 +236,10 @@ class LocalCoordinator:
 
     async def acquire(self, key: str, value: str) -> Lease | None:
         def work() -> Lease | None:
+            # A follower polling a held key reads without the write lock.
+            row = self._row(self._connection(), key)
+            if row is not None and row.alive(self.clock()):
+                return None
             with self._write() as db:
                 now = self.clock()
                 row = self._row(db, key)
