@@ -19,8 +19,10 @@ Timing, for a lease of ``ttl`` seconds whose last renewal was *sent* at ``r``:
 
 A node becomes leader in two steps: ``ACQUIRE`` (the shell asks the store for the key),
 then ``PROMOTE`` once the lease is in hand (the shell starts acting: later, the virtual
-IP). A lease from an earlier run of this node (it crashed and restarted within a lease)
-is left to expire rather than adopted: the old process may still be stepping down.
+IP). A lease granted too late to act on (the shell was slow to get back to it) is
+given back (``RELEASE``) rather than acted on. A lease from an earlier run of this node
+(it crashed and restarted within a lease) is left to expire rather than adopted: the old
+process may still be stepping down.
 """
 
 from __future__ import annotations

@@ -196,10 +196,11 @@ class LocalCoordinator:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT leaves it open too
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -275,6 +276,8 @@ class LocalCoordinator:
             return f"{lease.key}: the key is gone (token {lease.token})"
         if row.lease == lease.id and row.expires is not None:
             return f"{lease.key}: the lease expired {now - row.expires:.3f}s ago"
+        if row.lease is None:
+            return f"{lease.key}: the key was overwritten as a plain key"
         if row.alive(now):
             return f"{lease.key}: now held with token {row.create_revision}, not {lease.token}"
         return f"{lease.key}: the key was replaced and has expired since"
