@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from ninelives.cluster.connect import open_coordinator
 from ninelives.cluster.coordinator import (
     Change,
     ChangeKind,
@@ -36,6 +37,7 @@ from ninelives.cluster.coordinator import (
 )
 from ninelives.cluster.etcd import EtcdCoordinator
 from ninelives.cluster.local import LocalCoordinator
+from ninelives.config import ClusterConfig
 from tests.conftest import SHARED_PROCESSES
 from tests.support.etcd import Etcd, start_etcd
 from tests.support.node import Harness, Process, free_port, wait_until
@@ -62,9 +64,14 @@ class Store:
     spec: dict[str, Any]
 
     async def open(self) -> Coordinator:
+        """As a node opens it: from its config section."""
         if self.kind == "local":
-            return await LocalCoordinator.open(Path(self.spec["path"]), self.ttl)
-        return await EtcdCoordinator.open(self.spec["endpoints"], self.spec["prefix"], self.ttl)
+            section = {"local": {"path": self.spec["path"]}}
+        else:
+            section = {"etcd": {"endpoints": self.spec["endpoints"], "prefix": self.spec["prefix"]}}
+        return await open_coordinator(ClusterConfig.model_validate(
+            {"coordinator": self.kind, "lease_ttl": self.ttl, **section}
+        ))
 
     @contextlib.asynccontextmanager
     async def opened(self, count: int = 1) -> AsyncIterator[list[Coordinator]]:
