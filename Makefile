@@ -17,7 +17,9 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/ninelives demo
 
+# The etcd coordinator's tests start a real etcd (Debian's etcd-server).
 test: $(BIN)/.installed
+	@command -v etcd >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q etcd-server; }
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/pytest -q

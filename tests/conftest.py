@@ -14,9 +14,11 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.support.node import Harness  # noqa: E402
+from tests.support.node import Harness, Process  # noqa: E402
 
 HARNESS = pytest.StashKey[Harness]()
+# Processes a test uses that its own harness did not start (a module's etcd, say).
+SHARED_PROCESSES = pytest.StashKey[list[Process]]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -29,6 +31,10 @@ def pytest_runtest_makereport(
     if report.failed and harness is not None:
         for title, text in harness.log_sections():
             report.sections.append((title, text))
+    if report.failed:
+        for process in item.stash.get(SHARED_PROCESSES, []):
+            report.sections.append((f"log of {process.label} (pid {process.pid})",
+                                    process.log_tail()))
     return report
 
 

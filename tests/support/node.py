@@ -297,6 +297,16 @@ class Harness:
             )
         return popen, log_path
 
+    def spawn(
+        self, label: str, argv: list[str], ready_prefix: str, timeout: float = NODE_READY_TIMEOUT
+    ) -> Process:
+        """Start any process; wait for its first stdout line, which must start ``ready_prefix``."""
+        popen, log_path = self._spawn(label, argv)
+        process = Process(label=label, popen=popen, log_path=log_path)
+        self.processes.append(process)
+        process.read_ready_line(ready_prefix, timeout)
+        return process
+
     def backends(self, *names: str, delay: Mapping[str, float] | None = None) -> list[Backend]:
         """Start several backends at once (their start-up overlaps), each on a free port."""
         started: list[Backend] = []

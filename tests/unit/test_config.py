@@ -92,6 +92,13 @@ def test_full_example_values() -> None:
     ]
     assert app.tier_list()[0].servers[0].weight == 2
     assert config.pools["db"].timeouts.idle == 3600.0
+    cluster = config.cluster
+    assert cluster is not None
+    assert (cluster.coordinator, cluster.lease_ttl) == ("local", 2.0)
+    assert cluster.mode == "active-passive"
+    assert cluster.local.path == Path("/var/lib/ninelives/cluster.db")
+    assert cluster.vip is not None
+    assert (str(cluster.vip.address), cluster.vip.interface) == ("10.0.0.100/24", "eth0")
 
 
 def test_servers_shorthand_with_backup_is_two_tiers() -> None:
@@ -476,7 +483,7 @@ def test_json_schema_for_editors() -> None:
     schema = config_json_schema()
     json.dumps(schema)  # serialisable
     assert schema["type"] == "object"
-    assert set(schema["properties"]) == {"node", "admin", "listeners", "pools"}
+    assert set(schema["properties"]) == {"node", "admin", "listeners", "pools", "cluster"}
     assert schema["required"] == ["listeners", "pools"]
     defs = schema["$defs"]
     interval = defs["HealthConfig"]["properties"]["interval"]
@@ -484,3 +491,98 @@ def test_json_schema_for_editors() -> None:
     assert defs["ServerConfig"]["properties"]["address"]["type"] == "string"
     assert defs["AdminConfig"]["properties"]["listen"]["default"] == "127.0.0.1:9901"
     assert defs["PoolConfig"]["additionalProperties"] is False
+
+
+# -- cluster -----------------------------------------------------------------------------------
+
+
+def test_no_cluster_section_means_a_node_alone_and_an_empty_one_means_the_defaults() -> None:
+    assert parse_config(MINIMAL, env={}).cluster is None
+    cluster = parse_config(MINIMAL + "cluster: {}\n", env={}).cluster
+    assert cluster is not None
+    assert (cluster.coordinator, cluster.lease_ttl, cluster.mode, cluster.vip) == (
+        "local", 2.0, "active-passive", None,
+    )
+    assert cluster.local.path == Path("/var/lib/ninelives/cluster.db")
+    assert (cluster.etcd.endpoints, cluster.etcd.prefix) == (
+        ["http://127.0.0.1:2379"], "/ninelives",
+    )
+
+
+def test_an_etcd_cluster() -> None:
+    cluster = parse_config(MINIMAL + """
+cluster:
+  coordinator: etcd
+  etcd: {endpoints: ["http://10.0.0.5:2379/", https://etcd.internal:2379], prefix: /nl/prod/}
+  lease_ttl: 3s
+  mode: active-active
+""", env={}).cluster
+    assert cluster is not None
+    assert cluster.etcd.endpoints == ["http://10.0.0.5:2379", "https://etcd.internal:2379"]
+    assert (cluster.etcd.prefix, cluster.lease_ttl, cluster.mode) == ("/nl/prod", 3.0,
+                                                                      "active-active")
+
+
+def test_cluster_problems_are_all_reported_with_their_paths() -> None:
+    problems = problems_of(MINIMAL + """
+cluster:
+  coordinator: etcd
+  local: {path: /tmp/c.db}
+  etcd: {endpoints: [127.0.0.1:2379, "http://e:2379/v3"], prefix: ninelives}
+  lease_ttl: 1500ms
+  mode: active-active
+  vip: {address: 10.0.0.0/24, interface: eth0}
+""")
+    assert problems == [
+        'cluster.etcd.endpoints[0]: expected an etcd client URL like http://127.0.0.1:2379, '
+        'got "127.0.0.1:2379"',
+        'cluster.etcd.endpoints[1]: expected an etcd client URL like http://127.0.0.1:2379, '
+        'got "http://e:2379/v3"',
+        'cluster.etcd.prefix: expected a key prefix like /ninelives/prod, got "ninelives"',
+        "cluster.vip.address: 10.0.0.0 is the network address of 10.0.0.0/24",
+        "cluster.local: only with coordinator: local, got coordinator: etcd",
+        "cluster.lease_ttl: etcd grants leases in whole seconds, got 1.5s",
+        "cluster.vip: only with mode: active-passive "
+        "(in active-active every node serves its own addresses)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "problem"),
+    [
+        ("{coordinator: zookeeper}",
+         'cluster.coordinator: expected local or etcd, got "zookeeper"'),
+        ("{etcd: {prefix: /x}}",
+         "cluster.etcd: only with coordinator: etcd, got coordinator: local"),
+        ("{lease_ttl: 200ms}",
+         "cluster.lease_ttl: expected at least 500ms (the leader's margin is a third of it), "
+         "got 200ms"),
+        ("{lease_ttl: 0}", "cluster.lease_ttl: expected a duration above 0 like 500ms or 2s, "
+                           "got 0"),
+        ("{mode: active-standby}",
+         'cluster.mode: expected active-passive or active-active, got "active-standby"'),
+        ("{vip: {address: 10.0.0.100, interface: eth0}}",
+         "cluster.vip.address: expected an address with its prefix length like 10.0.0.100/24, "
+         'got "10.0.0.100"'),
+        ("{vip: {address: 127.0.0.2/8, interface: lo}}",
+         'cluster.vip.address: expected an address hosts can reach, got "127.0.0.2/8"'),
+        ("{vip: {address: 10.0.0.255/24, interface: eth0}}",
+         "cluster.vip.address: 10.0.0.255 is the broadcast address of 10.0.0.0/24"),
+        ("{vip: {address: 10.0.0.100/24, interface: a-very-long-interface}}",
+         "cluster.vip.interface: expected a network interface name like eth0 (at most 15 "
+         'characters, no /, : or spaces), got "a-very-long-interface"'),
+        ("{vip: {address: 10.0.0.100/24}}", "cluster.vip.interface: required"),
+        ("{etcd: {endpoints: []}, coordinator: etcd}", "cluster.etcd.endpoints: must not be empty"),
+        ("{local: {path: /x, colour: red}}", "cluster.local.colour: unknown key"),
+    ],
+)
+def test_cluster_problems(cluster: str, problem: str) -> None:
+    assert problems_of(MINIMAL + f"cluster: {cluster}\n") == [problem]
+
+
+def test_a_vip_may_be_ipv6_and_round_trips() -> None:
+    text = MINIMAL + "cluster: {vip: {address: 'fd00::64/64', interface: br-lan}}\n"
+    config = parse_config(text, env={})
+    dumped = config.model_dump(mode="json", exclude_unset=True)
+    assert dumped["cluster"] == {"vip": {"address": "fd00::64/64", "interface": "br-lan"}}
+    assert Config.model_validate(dumped) == config

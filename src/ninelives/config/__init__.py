@@ -4,6 +4,7 @@ Everything other modules need is importable from here; the submodules are
 ``fields`` (value types), ``models``, ``checks`` (cross-field), ``errors`` and ``loader``.
 """
 
+from ninelives.config.cluster import ClusterConfig, EtcdConfig, LocalCoordinatorConfig, VipConfig
 from ninelives.config.errors import ConfigError, ReloadError
 from ninelives.config.loader import config_json_schema, load_config, parse_config
 from ninelives.config.models import (
@@ -27,11 +28,14 @@ from ninelives.config.models import (
 
 __all__ = [
     "AdminConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
+    "EtcdConfig",
     "HealthConfig",
     "HttpCheck",
     "ListenerConfig",
+    "LocalCoordinatorConfig",
     "NodeConfig",
     "OutlierConfig",
     "PoolConfig",
@@ -44,6 +48,7 @@ __all__ = [
     "TcpCheck",
     "TierConfig",
     "TimeoutsConfig",
+    "VipConfig",
     "config_json_schema",
     "load_config",
     "parse_config",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ninelives.address import Address, parse_address
+from ninelives.config.cluster import cluster_problems
 from ninelives.config.fields import Loc, as_name, format_loc
 from ninelives.units import parse_duration
 
@@ -57,6 +58,9 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             if isinstance(pool, Mapping):
                 problems += _server_names(pool_name, pool)
                 problems += _pool_options(pool_name, pool)
+    cluster = data.get("cluster")
+    if isinstance(cluster, Mapping):
+        problems += [(("cluster", *loc), text) for loc, text in cluster_problems(cluster)]
     return problems
 
 

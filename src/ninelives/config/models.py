@@ -20,6 +20,7 @@ from ninelives.config.checks import (
     hash_on_needs_hash,
     slow_start_needs_shares,
 )
+from ninelives.config.cluster import ClusterConfig
 from ninelives.config.fields import (
     AddressField,
     AddressList,
@@ -395,6 +396,7 @@ class Config(_Model):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     pools: dict[Name, PoolConfig] = Field(min_length=1)
+    cluster: ClusterConfig | None = None  # absent: this node runs alone
 
     @model_validator(mode="after")
     def _cross_checked(self, info: ValidationInfo) -> Self:
