@@ -9,6 +9,10 @@ hung server is as slow as its client found it (no coordinated omission). The loa
 by itself after ``max_requests`` requests or at its deadline, or earlier when told to;
 requests in flight then finish or time out.
 
+A GET sent on a reused connection that the server had already closed (no byte of an
+answer came) goes again on a fresh connection, once, as real clients do; the sample says
+it was ``resent`` and it is not a failure.
+
 What a request saw is a :class:`Sample`: when it was due, when it ended, its outcome and
 the server that answered (the ``X-Backend`` header that ``ninelives.demo_backend`` sets).
 Failures are named by what the client noticed, not by what the proxy may have meant:
@@ -73,6 +77,7 @@ class Sample:
     ended: float
     kind: str
     backend: str = ""
+    resent: bool = False  # sent again on a fresh connection (see _Connection.get)
 
     @property
     def ok(self) -> bool:
@@ -84,11 +89,13 @@ class Sample:
 
 
 class ClientFailure(Exception):
-    """A request failed; ``kind`` names how (``reset``, ``closed``, ...)."""
+    """A request failed; ``kind`` names how (``reset``, ``closed``, ...), ``answered``
+    whether any byte of the answer had come."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, answered: bool = False) -> None:
         super().__init__(kind)
         self.kind = kind
+        self.answered = answered
 
 
 class _Answer:
@@ -118,8 +125,25 @@ class _Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self) -> tuple[int, str]:
-        """Send one GET and read the whole answer: (status, X-Backend)."""
+    async def get(self) -> tuple[int, str, bool]:
+        """Send one GET and read the whole answer: (status, X-Backend, resent).
+
+        A reused connection that the server had closed before a byte of the answer came
+        back is not a failure to a client: the GET goes again on a fresh connection, once
+        (RFC 9112 section 9.3.1; curl, Go's net/http and browsers do so). ``resent`` says
+        it happened."""
+        reused = self.writer is not None
+        try:
+            status, backend = await self._exchange()
+        except ClientFailure as exc:
+            if not (reused and exc.kind in ("closed", "reset") and not exc.answered):
+                raise
+            self.close()
+            status, backend = await self._exchange()
+            return status, backend, True
+        return status, backend, False
+
+    async def _exchange(self) -> tuple[int, str]:
         if self.writer is None:
             try:
                 self.reader, self.writer = await asyncio.open_connection(
@@ -130,17 +154,19 @@ class _Connection:
         assert self.reader is not None
         answer = _Answer()
         parser: Any = httptools.HttpResponseParser(answer)
+        answered = False
         try:
             self.writer.write(self.request)
             while not answer.complete:
                 data = await self.reader.read(READ_SIZE)
                 if not data:
-                    raise ClientFailure("closed")
+                    raise ClientFailure("closed", answered)
+                answered = True
                 parser.feed_data(data)
         except OSError:
-            raise ClientFailure("reset") from None
+            raise ClientFailure("reset", answered) from None
         except httptools.HttpParserError:
-            raise ClientFailure("bad response") from None
+            raise ClientFailure("bad response", answered) from None
         if not parser.should_keep_alive():
             self.close()
         return parser.get_status_code(), answer.backend
@@ -218,7 +244,7 @@ class Load:
         try:
             async with asyncio.timeout(max(0.0, due + self.spec.timeout - clock())):
                 conn = await self._acquire()
-                status, backend = await conn.get()
+                status, backend, resent = await conn.get()
         except ClientFailure as exc:
             sample = Sample(due, clock(), exc.kind)
             if conn is not None:
@@ -229,7 +255,7 @@ class Load:
                 conn.close()
         else:
             kind = OK if 200 <= status < 400 else f"HTTP {status}"
-            sample = Sample(due, clock(), kind, backend)
+            sample = Sample(due, clock(), kind, backend, resent)
         self.samples.append(sample)
         if conn is not None:
             self._release(conn)

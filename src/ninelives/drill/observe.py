@@ -27,7 +27,8 @@ class ServerCounters(Protocol):
     """A proxy's count of the requests it has sent to each server of one pool."""
 
     async def read(self) -> Mapping[str, int]:
-        """Requests sent so far, by server name (tries that failed included)."""
+        """Requests sent so far, by server name (tries that failed included); raises
+        OSError or ValueError when the proxy cannot say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class CounterWatch:
         while not self.stop.is_set():
             try:
                 counts = await self.source.read()
-            except (AdminError, OSError):
+            except (AdminError, OSError, ValueError):
                 self.errors += 1  # a busy proxy may miss a poll; the next one counts
             else:
                 if self.server in counts:

@@ -47,6 +47,7 @@ class PhaseReport:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    resent: int = 0  # answered after a resend on a fresh connection (not failures)
 
     @property
     def failed(self) -> int:
@@ -117,6 +118,7 @@ def _phase_report(name: str, seconds: float, samples: list[Sample]) -> PhaseRepo
         p50_ms=_round(percentile(latencies, 0.50), 3),
         p99_ms=_round(percentile(latencies, 0.99), 3),
         max_ms=_round(latencies[-1] if latencies else None, 3),
+        resent=sum(1 for s in samples if s.resent),
     )
 
 
@@ -236,5 +238,11 @@ def render(report: DrillReport, console: Console) -> None:
     console.print(
         f"{ok} of {report.requests} requests answered ({share:.3f}%), {report.failed} failed"
     )
+    resent = sum(p.resent for p in report.phases)
+    if resent:
+        console.print(
+            f"{resent} requests went again on a fresh connection: the proxy had closed the "
+            "idle keep-alive connection they were sent on (clients do that; not failures)"
+        )
     for note in report.notes:
         console.print(f"note: {note}")
