@@ -189,24 +189,26 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
               show_default=True, help="what happens to the server")
 @click.option("--server", help="[POOL/]NAME of the server to fault (default: the first one)")
 @click.option("--listener", help="listener to load (default: the first one)")
-@click.option("--before", callback=_duration, default="2s", show_default=True,
+@click.option("--before", callback=_duration, metavar="DURATION", default="2s", show_default=True,
               help="load before the fault")
-@click.option("--during", callback=_duration, default="3s", show_default=True,
+@click.option("--during", callback=_duration, metavar="DURATION", default="3s", show_default=True,
               help="how long the server is faulty")
-@click.option("--after", callback=_duration, default="3s", show_default=True,
+@click.option("--after", callback=_duration, metavar="DURATION", default="3s", show_default=True,
               help="load after the server is whole again")
-@click.option("--back-within", callback=_duration, default="15s", show_default=True,
+@click.option("--back-within", callback=_duration, metavar="DURATION", default="15s",
+              show_default=True,
               help="wait at most this long after the fault for the server's first answer")
-@click.option("--delay", callback=_duration, default="200ms", show_default=True,
+@click.option("--delay", callback=_duration, metavar="DURATION", default="200ms", show_default=True,
               help="slow: latency added to each answer")
 @click.option("--flaps", type=click.IntRange(1, 100), default=3, show_default=True,
               help="flap: down/up cycles")
-@click.option("--connections", type=click.IntRange(1, 1000), default=8, show_default=True)
+@click.option("--connections", type=click.IntRange(1, 512), default=8, show_default=True,
+              help="keep-alive connections (more open while all of these are busy)")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=400.0, show_default=True,
-              help="requests per second over all connections")
+              help="GET requests per second, each due on time whatever the earlier ones met")
 @click.option("--requests", "max_requests", type=click.IntRange(1), default=100_000,
               show_default=True, help="stop after this many requests")
-@click.option("--timeout", callback=_duration, default="5s", show_default=True,
+@click.option("--timeout", callback=_duration, metavar="DURATION", default="5s", show_default=True,
               help="a request without a whole answer by then failed")
 @click.option("--running", is_flag=True,
               help="the backends run already: start none, fault the one with --pid")
