@@ -188,5 +188,91 @@ def demo(total: int, serve: bool) -> None:
     sys.exit(uvloop.run(run_demo(total=total, keep_serving=serve)))
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from ninelives.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--fault", type=click.Choice(["kill", "hang", "slow", "flap"]), default="kill",
+              show_default=True, help="what happens to the server")
+@click.option("--server", help="[POOL/]NAME of the server to fault (default: the first one)")
+@click.option("--listener", help="listener to load (default: the first one)")
+@click.option("--before", callback=_duration, metavar="DURATION", default="2s", show_default=True,
+              help="load before the fault")
+@click.option("--during", callback=_duration, metavar="DURATION", default="3s", show_default=True,
+              help="how long the server is faulty")
+@click.option("--after", callback=_duration, metavar="DURATION", default="3s", show_default=True,
+              help="load after the server is whole again")
+@click.option("--back-within", callback=_duration, metavar="DURATION", default="15s",
+              show_default=True,
+              help="wait at most this long after the fault for the server's first answer")
+@click.option("--delay", callback=_duration, metavar="DURATION", default="200ms", show_default=True,
+              help="slow: latency added to each answer")
+@click.option("--flaps", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="flap: down/up cycles")
+@click.option("--connections", type=click.IntRange(1, 512), default=8, show_default=True,
+              help="keep-alive connections (more open while all of these are busy)")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=400.0, show_default=True,
+              help="GET requests per second, each due on time whatever the earlier ones met")
+@click.option("--requests", "max_requests", type=click.IntRange(1), default=100_000,
+              show_default=True, help="stop after this many requests")
+@click.option("--timeout", callback=_duration, metavar="DURATION", default="5s", show_default=True,
+              help="a request without a whole answer by then failed")
+@click.option("--running", is_flag=True,
+              help="the backends run already: start none, fault the one with --pid")
+@click.option("--pid", type=int, help="with --running: the pid of the server to fault")
+@click.option("--log-dir", type=click.Path(path_type=Path),
+              help="keep the node's and the backends' logs here")
+@click.option("--max-failures", type=click.IntRange(0),
+              help="exit 1 when more requests than this failed")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def drill(
+    config: Path, fault: str, server: str | None, listener: str | None, before: float,
+    during: float, after: float, back_within: float, delay: float, flaps: int,
+    connections: int, rate: float, max_requests: int, timeout: float, running: bool,
+    pid: int | None, log_dir: Path | None, max_failures: int | None, as_json: bool,
+) -> None:
+    """A fault drill: start the node and its backends, load a listener, inject one fault
+    into one server, and report what the clients saw."""
+    import uvloop
+    from rich.console import Console
+
+    from ninelives.drill.faults import FaultPlan
+    from ninelives.drill.processes import ProcessError
+    from ninelives.drill.report import render
+    from ninelives.drill.runner import DrillError, DrillOptions, interruptible, run_drill
+    from ninelives.drill.scenario import Timing
+
+    cfg = _load(config)
+    try:
+        options = DrillOptions(
+            fault=FaultPlan(fault, during, delay, flaps),  # type: ignore[arg-type]
+            timing=Timing(before, after, max(back_within, after)),
+            server=server, listener=listener, running=running, pid=pid,
+            connections=connections, rate=rate, max_requests=max_requests, timeout=timeout,
+            log_dir=log_dir,
+        )
+        report = uvloop.run(interruptible(run_drill(config, cfg, options)))
+    except (DrillError, ProcessError, ValueError) as exc:
+        click.echo(f"ninelives drill: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("ninelives drill: interrupted; every process it started was stopped", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        console = Console()
+        render(report, console if console.is_terminal else Console(width=120))
+    if max_failures is not None and report.failed > max_failures:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
