@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -189,11 +190,45 @@ def test_a_hung_server_found_down_by_its_check_has_its_requests_retried_at_once(
         started = time.monotonic()
         bodies = [http_request(node.addr(), "GET", "/").body for _ in range(4)]
         elapsed = time.monotonic() - started
+        state = node.server_status("app", "a1")["state"]  # while it is still hung
     finally:
         os.kill(a1.pid, signal.SIGCONT)
     # The request that went to a1 waited for the check to fail (about 0.5 s), not for
     # the 30 s response timeout.
     assert bodies == [b"a2"] * 4, bodies
     assert elapsed < 5.0, elapsed
-    assert node.server_status("app", "a1")["state"] == "down"
+    assert state == "down"
+    assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="timeout") >= 1
+
+
+def test_every_request_held_by_a_hung_server_is_rescued_whatever_the_budget(
+    harness: Harness,
+) -> None:
+    """A hung server holds many requests at once; when its check finds it down they all go
+    elsewhere. The budget (here none at all) bounds retries of a sick pool, not these."""
+    a1, a2 = harness.backends("a1", "a2")
+    health = {"http": {"path": "/healthz"}, "interval": "200ms", "timeout": "100ms", "fall": 2}
+    pool = {"health": health, "retries": {"budget": "0%", "min_retries": 0}}
+    node = harness.node(one_pool_config([a1, a2], pool))
+    os.kill(a1.pid, signal.SIGSTOP)
+    try:
+        bodies: list[bytes] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            body = http_request(node.addr(), "GET", "/").body
+            with lock:
+                bodies.append(body)
+
+        clients = [threading.Thread(target=one) for _ in range(12)]
+        started = time.monotonic()
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(20)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(a1.pid, signal.SIGCONT)
+    assert sorted(bodies) == [b"a2"] * 12, bodies
+    assert elapsed < 5.0, elapsed  # rescued at the check, not at SIGCONT or the timeout
     assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="timeout") >= 1

@@ -27,7 +27,9 @@ def retry_target(ex: Exchange, server: Server, cause: str) -> Server | None:
     and retries would add to its load. A connect failure or a reset means the server is
     gone (killed, restarted), and its requests go elsewhere whatever their number (the
     attempts still bound each one, and outlier ejection stops new ones within a few
-    failures). A target found is counted (``pool.retries``, and ``pool.retrying`` on the
+    failures); so do the requests waiting on a server that its checks found down (a hung
+    one: they are rescued all at once, and the budget would strand most of them until
+    the server wakes up or the response timeout). A target found is counted (``pool.retries``, and ``pool.retrying`` on the
     request's first retry, released by ``Downstream.finish``).
     """
     pool = ex.pool
@@ -44,7 +46,7 @@ def retry_target(ex: Exchange, server: Server, cause: str) -> Server | None:
         if not first:
             pool.retry_outcomes["exhausted"] += 1
         return None
-    budgeted = cause != "connect-failure" and cause != "reset"
+    budgeted = cause != "connect-failure" and cause != "reset" and server.healthy
     if first and budgeted and not pool.may_retry():
         pool.retry_outcomes["budget"] += 1
         return None
