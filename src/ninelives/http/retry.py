@@ -29,8 +29,9 @@ def retry_target(ex: Exchange, server: Server, cause: str) -> Server | None:
     attempts still bound each one, and outlier ejection stops new ones within a few
     failures); so do the requests waiting on a server that its checks found down (a hung
     one: they are rescued all at once, and the budget would strand most of them until
-    the server wakes up or the response timeout). A target found is counted (``pool.retries``, and ``pool.retrying`` on the
-    request's first retry, released by ``Downstream.finish``).
+    the server wakes up or the response timeout). A target found is counted
+    (``pool.retries``, and ``pool.retrying`` on the request's first retry, released by
+    ``Downstream.finish``).
     """
     pool = ex.pool
     if ex.responded or ex.finished or pool is None:
