@@ -134,5 +134,5 @@ def budget_lines(availability: Decimal) -> list[str]:
     for period, seconds in PERIODS.items():
         allowed = float(allowed_downtime(availability, seconds))
         label = {"year": "a year (365d)", "month": "a month (30d)"}.get(period, f"a {period}")
-        lines.append(f"  {_duration(allowed):>12} down {label}")
+        lines.append(f"  {format_duration(allowed):>12} down {label}")
     return lines

@@ -99,6 +99,7 @@ class _Flush:
 
 
 _CLOSE = object()
+_HOUSEKEEP = object()
 Item = Event | Transition | Sample | Retire | Stop | _Flush | object
 
 
@@ -225,6 +226,12 @@ class UptimeStore:
         if not self._closed:
             self._queue.put(Stop(node, at))
 
+    def housekeep(self) -> None:
+        """Apply the retention and compact old intervals now (the writer also does it at
+        open and every hour)."""
+        if not self._closed:
+            self._queue.put(_HOUSEKEEP)
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed."""
         if self._closed or self._thread is None:
@@ -270,6 +277,13 @@ class UptimeStore:
                     except queue.Empty:
                         break
                 closing_now = any(item is _CLOSE for item in batch)
+                # Housekeeping asked for runs in queue order: after what came before it.
+                while _HOUSEKEEP in batch:
+                    cut = batch.index(_HOUSEKEEP)
+                    self._commit(batch[:cut], give_up=closing_now)
+                    self._housekeeping()
+                    batch = batch[cut + 1:]
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY
                 self._commit(batch, give_up=closing_now)
                 next_beat = time.monotonic() + self.heartbeat_every
                 if closing_now:
