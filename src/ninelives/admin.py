@@ -248,8 +248,8 @@ class AdminApp:
     async def uptime(self, query: str) -> Response:
         """``?window=30d`` or ``?from=&to=``; computed in a worker thread."""
         node = self.node
-        status, value = await answer_uptime(node, node.uptime, node.config, query)
-        return Response.json(status, value)
+        status, body = await answer_uptime(node, node.uptime, node.config, query)
+        return Response(status, body)
 
     # -- changes ------------------------------------------------------------------------------
 

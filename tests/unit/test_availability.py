@@ -6,13 +6,16 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ninelives.config import parse_config
 from ninelives.uptime.availability import (
     Interval,
     Segment,
+    _parallel,
+    _sweep,
     combine,
-    relabel,
     state_class,
     summarise,
     timeline,
@@ -193,10 +196,10 @@ def test_combine_in_series_and_in_parallel_names_the_part_that_failed() -> None:
         (at(0), "listening", "bound"), (at(3), "down", "node not running: stopped"),
         (at(4), "listening", "bound"),
     ), now=at(5))
-    pool = relabel(timeline("pool", server(
+    pool = timeline("pool", server(
         (at(0), "up", "2 of 2"), (at(1), "down", "no server available"), (at(2), "up", "1 of 2"),
-    ), now=at(5)), "pool app: ")
-    served = combine([listener, pool], "series")
+    ), now=at(5))
+    served = combine([("", listener), ("pool app: ", pool)], "series")
     assert [(s.start, s.end, s.cls, s.reason) for s in served] == [
         (at(0), at(1), "up", "pool app: 2 of 2"),  # both went up at once: the last one's
         (at(1), at(2), "down", "pool app: no server available"),
@@ -204,11 +207,11 @@ def test_combine_in_series_and_in_parallel_names_the_part_that_failed() -> None:
         (at(3), at(4), "down", "node not running: stopped"),
         (at(4), at(5), "up", "bound"),
     ]
-    a1 = relabel(timeline("server", server(
-        (at(0), "up", "ok"), (at(1), "down", "refused"), (at(3), "up", "ok")), now=at(5)), "a1: ")
-    a2 = relabel(timeline("server", server(
-        (at(0), "up", "ok"), (at(2), "down", "timed out"), (at(4), "up", "ok")), now=at(5)), "a2: ")
-    provider = combine([a1, a2], "parallel")
+    a1 = timeline("server", server(
+        (at(0), "up", "ok"), (at(1), "down", "refused"), (at(3), "up", "ok")), now=at(5))
+    a2 = timeline("server", server(
+        (at(0), "up", "ok"), (at(2), "down", "timed out"), (at(4), "up", "ok")), now=at(5))
+    provider = combine([("a1: ", a1), ("a2: ", a2)], "parallel")
     result = summarise(provider, [], at(0), at(5), at(5))
     (incident,) = result.incidents
     assert (incident.start, incident.end) == (at(2), at(3))
@@ -218,7 +221,8 @@ def test_combine_in_series_and_in_parallel_names_the_part_that_failed() -> None:
 def test_series_with_a_part_not_observed_is_not_counted() -> None:
     up = [Segment(at(0), at(2), "up", "up", "ok")]
     half = [Segment(at(1), at(2), "up", "up", "ok")]
-    assert [(s.start, s.end) for s in combine([up, half], "series")] == [(at(1), at(2))]
+    assert [(s.start, s.end) for s in combine([("", up), ("", half)], "series")] == [
+        (at(1), at(2))]
     assert state_class("server", "who knows") == "unknown"
     assert state_class("pool", "backup") == "up"
 
@@ -299,3 +303,33 @@ def test_windows() -> None:
                    {"window": "1h", "from": "2025-06-04"}, {"from": "yesterday"}):
         with pytest.raises(ValueError):
             window_from(params, now)
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(1, 20), st.sampled_from(
+    ["up", "falling", "down", "ejected", "maint", "unchecked"])), max_size=12), min_size=1,
+    max_size=5))
+def test_the_quick_parallel_combination_agrees_with_the_sweep(
+    parts: list[list[tuple[int, str]]]
+) -> None:
+    timelines = []
+    for p, steps in enumerate(parts):
+        t = 0.0
+        changes = []
+        for length, state in steps:
+            changes.append((t, state, f"{state} {p}"))
+            t += length
+        timelines.append((f"s{p}: ", timeline("server", server(*changes, until=t), t)))
+    quick = combine(timelines, "parallel")
+    slow = _sweep(timelines, _parallel, len(timelines))
+
+    def shape(segments: list[Segment]) -> list[tuple[float, float, str, str]]:
+        merged: list[tuple[float, float, str, str]] = []
+        for s in segments:
+            why = s.reason if s.cls != "up" else ""  # whose reason an up piece has may differ
+            if merged and merged[-1][1] == s.start and merged[-1][2:] == (s.cls, why):
+                merged[-1] = (merged[-1][0], s.end, s.cls, why)
+            else:
+                merged.append((s.start, s.end, s.cls, why))
+        return merged
+
+    assert shape(quick) == shape(slow)

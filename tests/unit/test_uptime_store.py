@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -80,18 +81,38 @@ def test_request_counts_are_kept_at_every_resolution(store: UptimeStore, clock: 
     assert store.flush()
     by_resolution = rows(store.path, "SELECT resolution, count(*), sum(n2) FROM requests"
                                      " WHERE entity = 1 GROUP BY resolution")
-    assert by_resolution == [(10, 2, 22), (300, 1, 22), (3600, 1, 22), (86400, 1, 22)]
+    assert by_resolution == [(10, 2, 22), (300, 1, 22), (3600, 1, 22), (86400, 1, 22),
+                             (604800, 1, 22)]
     clock.now = T0 + 60
     assert store.requests(T0 - 5, T0 + 60, clock.now) == {
         ("listener", "web"): (1, 0, 22, 0, 1, 2),
         ("server", "app/a1"): (0, 0, 7, 0, 0, 0),
     }
-    # The first 10 s bucket only (its middle is inside the window, the later one's is not).
-    assert store.requests(T0 - 5, T0 + 10, clock.now)["listener", "web"] == (1, 0, 15, 0, 1, 2)
-    # Three days later the 10 s buckets are gone: 5-minute buckets answer.
-    assert schema.level_for(T0, T0 + 3 * DAY, 400 * DAY) == 300
-    assert schema.level_for(T0, T0 + 30 * DAY, 400 * DAY) == 3600
-    assert schema.level_for(T0, T0 + 300 * DAY, 400 * DAY) == 86400
+    # The 10 s buckets from T0 to T0 + 20 (T0 is a multiple of 10).
+    assert store.requests(T0, T0 + 20, clock.now)["listener", "web"] == (1, 0, 15, 0, 1, 2)
+    assert store.requests(T0 + 20, T0 + 30, clock.now)["listener", "web"] == (0, 0, 7, 0, 0, 0)
+
+
+def test_a_window_is_read_as_coarse_buckets_inside_and_fine_ones_at_its_edges() -> None:
+    now = 1_750_000_000.0 + 1234.5
+    year = schema.tiles(now - 365 * DAY, now, now, 400 * DAY)
+    by_resolution: dict[int, float] = {}
+    for resolution, first, last in year:
+        by_resolution[resolution] = by_resolution.get(resolution, 0) + (last - first)
+    assert set(by_resolution) == {10, 300, 3600, 86400, 604800}
+    assert by_resolution[604800] >= 51 * 7 * DAY
+    assert sum(by_resolution.values()) == pytest.approx(365 * DAY, abs=DAY)
+    # Tiles do not overlap and the recent edge is exact to 10 s.
+    spans = sorted((first, last) for _, first, last in year)
+    assert all(a[1] <= b[0] for a, b in pairwise(spans))
+    assert spans[-1][1] == pytest.approx(now, abs=10)
+    # A window older than the fine buckets: days at its edges, a bucket counted when its
+    # middle is inside.
+    old = schema.tiles(now - 100 * DAY, now - 90 * DAY + 3600, now, 400 * DAY)
+    assert {resolution for resolution, _, _ in old} <= {86400, 604800}
+    # One hour ago, for an hour: 10 s buckets only (or 5 min and 10 s at the edges).
+    recent = schema.tiles(now - 3600, now, now, 400 * DAY)
+    assert {resolution for resolution, _, _ in recent} <= {10, 300}
 
 
 def test_a_killed_node_is_down_from_its_last_heartbeat_until_it_serves_again(
@@ -200,7 +221,7 @@ def test_retention_and_compaction(tmp_path: Path, clock: Clock) -> None:
     summary_after = summarise(timeline("server", after, T0), [], T0 - 20 * DAY, T0, T0)
     assert summary_after == summary_before
     assert rows(store.path, "SELECT resolution, sum(n2) FROM requests GROUP BY resolution") == [
-        (10, 3), (300, 3), (3600, 3), (86400, 3)]
+        (10, 3), (300, 3), (3600, 3), (86400, 3), (604800, 3)]
     assert COMPACT_AFTER == 7 * DAY
     store.close()
 

