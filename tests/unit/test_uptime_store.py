@@ -14,7 +14,7 @@ from ninelives.events import Event, EventLog
 from ninelives.uptime import schema
 from ninelives.uptime.availability import Interval, summarise, timeline
 from ninelives.uptime.recorder import UptimeRecorder
-from ninelives.uptime.schema import StoreError
+from ninelives.uptime.schema import Key, StoreError
 from ninelives.uptime.store import COMPACT_AFTER, UptimeStore
 
 T0 = 1_750_000_000.0
@@ -46,6 +46,12 @@ def event(n: int, at: float, kind: str, entity: str, old: str, new: str, reason:
     return Event(n, at, kind, entity, old, new, reason)  # type: ignore[arg-type]
 
 
+def intervals(store: UptimeStore, start: float, end: float) -> dict[Key, list[Interval]]:
+    """The store's intervals as Interval values (it reads them with the entity's id)."""
+    return {key: [Interval(*row[:4]) for row in got]
+            for key, got in store.intervals(start, end).items()}
+
+
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as conn:
         return list(conn.execute(sql))
@@ -58,14 +64,14 @@ def test_events_become_intervals_and_reloads_become_changes(store: UptimeStore) 
     store.record(event(4, T0 + 12, "listener", "web", "closed", "listening", "bound :8080"))
     assert store.flush()
     assert store.recorded == 4
-    assert store.intervals(T0 - 1, T0 + 100) == {
+    assert intervals(store, T0 - 1, T0 + 100) == {
         ("server", "app/a1"): [
             Interval("up", T0, T0 + 10, "1 check passed"),
             Interval("down", T0 + 10, None, "2 checks failed"),
         ],
         ("listener", "web"): [Interval("listening", T0 + 12, None, "bound :8080")],
     }
-    assert store.intervals(T0 + 10.5, T0 + 11) == {
+    assert intervals(store, T0 + 10.5, T0 + 11) == {
         ("server", "app/a1"): [Interval("down", T0 + 10, None, "2 checks failed")],
     }
     assert rows(store.path, "SELECT kind, entity, old, new FROM changes") == [
@@ -136,7 +142,7 @@ def test_a_killed_node_is_down_from_its_last_heartbeat_until_it_serves_again(
     second.mark("node", "lb-1", "up", "serving", T0 + 105)
     assert second.flush()
     second.close()
-    got = second.intervals(T0, T0 + 200)
+    got = intervals(second, T0, T0 + 200)
     assert got["server", "app/a1"] == [Interval("up", T0, T0 + 10, "ok")]
     assert got["listener", "web"] == [
         Interval("listening", T0, T0 + 10, "bound :8080"),
@@ -161,7 +167,7 @@ def test_a_clean_stop_is_recorded_as_stopped(tmp_path: Path, clock: Clock) -> No
     resumed = second.open("lb-1")
     assert (resumed.last_alive, resumed.clean) == (T0 + 50, True)
     second.close()
-    got = second.intervals(T0, T0 + 100)
+    got = intervals(second, T0, T0 + 100)
     assert got["listener", "web"][-1] == Interval("down", T0 + 50, None,
                                                   "node not running: stopped")
     assert got["node", "lb-1"][-1] == Interval("down", T0 + 50, None, "node not running: stopped")
@@ -173,7 +179,7 @@ def test_entities_no_longer_configured_end_their_intervals(store: UptimeStore) -
     store.record(event(2, T0, "server", "app/a2", "unchecked", "up", "ok"))
     store.retire({("server", "app/a1")}, {"server"}, T0 + 5)
     assert store.flush()
-    got = store.intervals(T0, T0 + 10)
+    got = intervals(store, T0, T0 + 10)
     assert got["server", "app/a2"] == [Interval("up", T0, T0 + 5, "ok")]
     assert got["server", "app/a1"] == [Interval("up", T0, None, "ok")]
 
@@ -210,11 +216,11 @@ def test_retention_and_compaction(tmp_path: Path, clock: Clock) -> None:
     store.add_counts(start, [("server", "app/a1", (0, 0, 5, 0, 0, 0))])
     store.add_counts(T0 - 1, [("server", "app/a1", (0, 0, 3, 0, 0, 0))])
     assert store.flush()
-    before = store.intervals(start, T0)["server", "app/a1"]
+    before = intervals(store, start, T0)["server", "app/a1"]
     summary_before = summarise(timeline("server", before, T0), [], T0 - 20 * DAY, T0, T0)
     store.housekeep()
     assert store.flush()
-    after = store.intervals(start, T0)["server", "app/a1"]
+    after = intervals(store, start, T0)["server", "app/a1"]
     # Older than the retention (30 days): gone. Up to a week old: merged by class.
     assert after[0].start >= T0 - 30 * DAY - 3600 and after[0].state == "up"
     assert len(after) < len(before) / 10
