@@ -58,6 +58,7 @@ class UptimeRecorder:
         self.problem = problem  # why there is no store, when there is none
         self.clock: Callable[[], float] = time.time
         self.sampler: asyncio.Task[None] | None = None
+        self.node_name = ""  # the name the node is recorded under (a reload may change it)
         self._last: dict[Key, Counts] = {}
 
     @classmethod
@@ -78,13 +79,19 @@ class UptimeRecorder:
         if self.store is None:
             return
         self.store.mark("node", node.name, "up", "serving: every listener bound", self.clock())
+        self.node_name = node.name
         self.reconfigured(node)
         self.sampler = asyncio.get_running_loop().create_task(self._sample_every(node))
 
     def reconfigured(self, node: Served) -> None:
         """After a reload: entities no longer configured end their intervals."""
-        if self.store is not None:
-            self.store.retire(topology(node).keys(), RETIRED_KINDS, self.clock())
+        if self.store is None:
+            return
+        if self.node_name and node.name != self.node_name:
+            self.store.mark("node", node.name, "up", f"renamed from {self.node_name}",
+                            self.clock())
+            self.node_name = node.name
+        self.store.retire(topology(node).keys(), RETIRED_KINDS, self.clock())
 
     def stopping(self, node: Served) -> None:
         """The node stops accepting: from now on it and its listeners are down."""
