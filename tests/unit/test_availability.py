@@ -189,6 +189,9 @@ uptime:
     assert merge([(at(0), at(1)), (at(1), at(2)), (at(3), at(4)), (at(3.5), at(3.6))]) == [
         (at(0), at(2)), (at(3), at(4))]
     assert once.spans(at(0), at(7)) == [(at(1, 10), at(1, 10.5))]
+    assert weekly.describe() == (
+        "pool app: every saturday, sunday at 23:30 UTC for 2h (planned maintenance)")
+    assert once.describe() == "server app/a1: 2025-06-03 10:00 UTC for 30m (disk swap)"
 
 
 def test_combine_in_series_and_in_parallel_names_the_part_that_failed() -> None:

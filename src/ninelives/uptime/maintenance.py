@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ninelives.units import describe_input
+from ninelives.units import describe_input, format_duration
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 EVERY_DAY = ("day", "daily")
@@ -130,7 +130,8 @@ class MaintenanceRule:
             assert self.at is not None
             when = f"{days} at {self.at.isoformat('minutes')}"
         what = f"{self.scope[0]} {self.scope[1]}" if self.scope else "everything"
-        return f"{what}: {when} {self.zone.key} for {self.duration:g}s ({self.reason})"
+        zone = "" if self.once is not None and self.once.tzinfo is not None else f" {self.zone.key}"
+        return f"{what}: {when}{zone} for {format_duration(self.duration)} ({self.reason})"
 
 
 def _timestamp(moment: datetime, zone: ZoneInfo) -> float:

@@ -71,6 +71,8 @@ class UptimeRecorder:
             log.error("uptime history is off: cannot use %s: %s", path, exc)
             return cls(None, f"cannot use {path}: {exc}")
         log.info("uptime history in %s: %s", path, resumed.describe(time.time()))
+        for rule in config.uptime.rules():
+            log.info("planned maintenance window: %s", rule.describe())
         events.subscribers.append(store.record)
         return cls(store)
 
