@@ -45,9 +45,16 @@ def cli(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Checks that tolerate a busy machine: a live server must not be seen down here.
+PATIENT_HEALTH: dict[str, Any] = {
+    "http": {"path": "/healthz", "expect": 200}, "interval": "500ms", "timeout": "500ms",
+    "rise": 1, "fall": 2,
+}
+
+
 def test_uptime_with_a_backend_killed_over_the_api_and_the_cli(harness: Harness) -> None:
     a1, a2 = harness.backends("a1", "a2")
-    node = harness.node(one_pool_config([a1, a2]))
+    node = harness.node(one_pool_config([a1, a2], {"health": PATIENT_HEALTH}))
     assert sum(count_backends(node.addr(), 20).values()) == 20
     a2.kill()
     wait_until(lambda: node.server_status("app", "a2")["state"] == "down", timeout=10,
