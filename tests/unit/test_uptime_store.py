@@ -253,3 +253,15 @@ pools: {{app: {{servers: [{{name: a1, address: 127.0.0.1:9001}}]}}}}
     recorder = UptimeRecorder.open(config, events)
     assert recorder.store is None and "cannot use" in recorder.problem
     assert events.subscribers == []
+
+
+def test_a_read_is_one_snapshot_while_new_entities_are_recorded(store: UptimeStore) -> None:
+    # Entities and their intervals are read in one transaction: an interval of an entity
+    # committed between the two reads would otherwise have no name.
+    for n in range(3000):
+        store.record(event(n, T0 + n, "server", f"app/s{n}", "unchecked", "up", "ok"))
+        if n % 15 == 0:
+            intervals_now, _ = store.read(T0 - 1, T0 + 10_000, T0 + 10_000)
+            assert all(kind == "server" for kind, _ in intervals_now)
+    assert store.flush()
+    assert len(store.read(T0 - 1, T0 + 10_000, T0 + 10_000)[0]) == 3000

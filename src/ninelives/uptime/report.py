@@ -123,8 +123,7 @@ def uptime_report(
     start: float, end: float, now: float, kinds: Sequence[str] = KINDS,
 ) -> dict[str, Any]:
     """Read what the window needs from ``store`` and build the report (in a thread)."""
-    intervals = store.intervals(start, end)
-    requests = store.requests(start, end, now)
+    intervals, requests = store.read(start, end, now)
     return build_report(topology, intervals, requests, rules, start, end, now, kinds)
 
 

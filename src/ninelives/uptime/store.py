@@ -30,8 +30,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,14 +245,33 @@ class UptimeStore:
         return self._queue.qsize()
 
     # -- reads (any thread, a connection of their own) ----------------------------------------
+    # Each read is one read transaction: a consistent snapshot (WAL) of entities, intervals
+    # and buckets, whatever the writer commits meanwhile.
+
+    def read(
+        self, start: float, end: float, now: float
+    ) -> tuple[dict[Key, list[StoredInterval]], dict[Key, Counts]]:
+        """The intervals and the request counts of ``[start, end)``, from one snapshot."""
+        with self._snapshot() as conn:
+            return (schema.read_intervals(conn, start, end),
+                    schema.read_requests(conn, start, end, now, self.retention))
 
     def intervals(self, start: float, end: float) -> dict[Key, list[StoredInterval]]:
-        with closing(schema.connect(self.path, readonly=True)) as conn:
+        with self._snapshot() as conn:
             return schema.read_intervals(conn, start, end)
 
     def requests(self, start: float, end: float, now: float) -> dict[Key, Counts]:
-        with closing(schema.connect(self.path, readonly=True)) as conn:
+        with self._snapshot() as conn:
             return schema.read_requests(conn, start, end, now, self.retention)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        with closing(schema.connect(self.path, readonly=True)) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
 
     # -- the writer thread ----------------------------------------------------------------------
 
