@@ -34,9 +34,11 @@ from ninelives.events import EventLog
 from ninelives.listener import ListenerStats
 from ninelives.metrics import NodeCollector
 from ninelives.pool import AdminState, Pool, Server
+from ninelives.uptime.api import answer_uptime
 
 if TYPE_CHECKING:
     from ninelives.config import Config
+    from ninelives.uptime.recorder import UptimeRecorder
 
 log = logging.getLogger("ninelives.admin")
 
@@ -73,6 +75,8 @@ class NodeLike(Protocol):
     def started_at(self) -> float: ...
     @property
     def events(self) -> EventLog: ...
+    @property
+    def uptime(self) -> UptimeRecorder: ...
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
     async def reload(self) -> list[str]: ...
@@ -120,7 +124,7 @@ class Response:
 
 _SERVER_ACTION = re.compile(r"/v1/pools/([^/]+)/servers/([^/]+)/(state|weight)")
 _ENDPOINTS = (
-    "GET /healthz, /readyz, /v1/status, /v1/events, /metrics, /status; "
+    "GET /healthz, /readyz, /v1/status, /v1/events, /v1/uptime, /metrics, /status; "
     "POST /v1/reload, /v1/pools/POOL/servers/SERVER/state|weight"
 )
 Answer = Response | Awaitable[Response]
@@ -152,6 +156,10 @@ class AdminApp:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed(request.method, path, "GET")
             return self.list_events(query)
+        if path == "/v1/uptime":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request.method, path, "GET")
+            return self.uptime(query)
         if path == "/v1/reload":
             if request.method != "POST":
                 return _not_allowed(request.method, path, "POST")
@@ -236,6 +244,12 @@ class AdminApp:
             "events": [event.as_dict() for event in events],
             "last": self.node.events.last_id,
         })
+
+    async def uptime(self, query: str) -> Response:
+        """``?window=30d`` or ``?from=&to=``; computed in a worker thread."""
+        node = self.node
+        status, body = await answer_uptime(node, node.uptime, node.config, query)
+        return Response(status, body)
 
     # -- changes ------------------------------------------------------------------------------
 

@@ -176,6 +176,94 @@ def reload(admin: str | None, token: str | None) -> None:
 
 
 @main.command()
+@click.option("--window", help="how far back from now: 1h, 24h, 7d, 30d, 1y (default 30d)")
+@click.option("--from", "start", help="from this time (2025-06-01T00:00:00Z, UTC unless "
+              "said) instead of --window")
+@click.option("--to", "end", help="with --from: up to this time (default now)")
+@click.option("--kind", multiple=True,
+              type=click.Choice(["node", "listener", "pool", "provider", "server"]),
+              help="only entities of this kind (repeatable)")
+@click.option("--incidents", is_flag=True, help="list the incidents (with their causes)")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "csv"]))
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+def uptime(
+    window: str | None, start: str | None, end: str | None, kind: tuple[str, ...],
+    incidents: bool, fmt: str, admin: str | None, token: str | None,
+) -> None:
+    """Availability, downtime, incidents, MTBF/MTTR and nines of every listener, pool,
+    provider and server over a window (from the node's uptime history)."""
+    from rich.console import Console
+
+    from ninelives.uptime.render import incidents_table, uptime_csv, uptime_table
+
+    params = [(key, value) for key, value in (("window", window), ("from", start),
+                                               ("to", end)) if value is not None]
+    params += [("kind", k) for k in kind]
+
+    def show() -> None:
+        report = _client(admin, token).uptime(params)
+        if fmt == "json":
+            click.echo(json.dumps(report, indent=2))
+        elif fmt == "csv":
+            click.echo(uptime_csv(report, incidents), nl=False)
+        else:
+            Console().print(incidents_table(report) if incidents else uptime_table(report))
+
+    _call(show)
+
+
+@main.command()
+@click.argument("availability", required=False)
+@click.option("--downtime", help="the inverse: this much downtime (5m, 1h30m) ...")
+@click.option("--per", default="year", show_default=True,
+              help="... per year, month (30 days), week, day or a duration like 90d")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def nines(availability: str | None, downtime: str | None, per: str, as_json: bool) -> None:
+    """The downtime an availability allows (nines 99.99, or 99.99%) per year, 30-day
+    month, week and day; or the availability a downtime leaves (--downtime 5m --per year).
+    Needs no node."""
+    from decimal import Decimal
+
+    from ninelives.units import format_duration, parse_duration
+    from ninelives.uptime import nines as arithmetic
+    from ninelives.uptime.render import budget_lines
+    from ninelives.uptime.report import parse_window
+
+    if (availability is None) == (downtime is None):
+        raise click.UsageError("give an availability (nines 99.99) or --downtime (and --per)")
+    try:
+        if availability is not None:
+            value = arithmetic.parse_availability(availability)
+            if as_json:
+                click.echo(json.dumps({
+                    "availability": float(value), "nines": arithmetic.nines(value),
+                    "downtime_s": {
+                        period: float(arithmetic.allowed_downtime(value, seconds))
+                        for period, seconds in arithmetic.PERIODS.items()
+                    },
+                }, indent=2))
+            else:
+                click.echo("\n".join(budget_lines(value)))
+            return
+        assert downtime is not None
+        period = arithmetic.PERIODS.get(per.strip().lower()) or parse_window(per)
+        down = Decimal(str(parse_duration(downtime)))
+        value = arithmetic.availability_for(down, Decimal(str(period)))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    count = arithmetic.nines(value)
+    if as_json:
+        click.echo(json.dumps({"downtime_s": float(down), "period_s": float(period),
+                               "availability": float(value), "nines": count}, indent=2))
+        return
+    how_many = "no downtime at all" if count is None else f"{count:.2f} nines"
+    click.echo(f"{format_duration(float(down))} down per {format_duration(float(period))} is "
+               f"{arithmetic.format_percent(value)} ({how_many})")
+
+
+@main.command()
 @click.option("--requests", "total", default=3000, show_default=True,
               help="requests to send through the node")
 @click.option("--serve", is_flag=True, help="keep the node and backends running afterwards")

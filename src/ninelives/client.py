@@ -11,13 +11,14 @@ import socket
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 HINT = "is `ninelives run` running? set --admin or NINELIVES_ADMIN"
+UPTIME_TIMEOUT = 60.0  # seconds: a year of history for a large node takes a moment
 STATE_STYLES = {
     "up": "green", "down": "bold red", "drain": "yellow", "maint": "magenta",
     "falling": "yellow", "rising": "cyan", "ejected": "red", "unchecked": "dim",
@@ -46,13 +47,21 @@ class AdminClient:
     def set_weight(self, pool: str, server: str, weight: int) -> dict[str, Any]:
         return self._call("POST", f"{_server_path(pool, server)}/weight", {"weight": weight})
 
+    def uptime(self, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """``GET /v1/uptime`` with ``params`` (window, from, to, kind)."""
+        path = "/v1/uptime" + (f"?{urlencode(params)}" if params else "")
+        return self._call("GET", path, timeout=max(self.timeout, UPTIME_TIMEOUT))
+
     def reload(self) -> list[str]:
         """Ask the node to read its config again; the changes it made. A refused reload
         raises AdminError listing every problem."""
         changes = self._call("POST", "/v1/reload", {}).get("changes", [])
         return [str(line) for line in changes]
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         request = urllib.request.Request(self.base + path, method=method)
         data = None
         if body is not None:
@@ -61,7 +70,8 @@ class AdminClient:
         if self.token is not None:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, data, timeout=self.timeout) as response:
+            wait = timeout if timeout is not None else self.timeout
+            with urllib.request.urlopen(request, data, timeout=wait) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             raise AdminError(_http_error(exc)) from None

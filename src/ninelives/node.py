@@ -27,6 +27,7 @@ from ninelives.listener import Binding, ListenerStats
 from ninelives.pool import Pool, Server
 from ninelives.reload import Front, apply
 from ninelives.tcp import Downstream as TcpDownstream
+from ninelives.uptime.recorder import UptimeRecorder
 
 log = logging.getLogger("ninelives.node")
 
@@ -63,12 +64,15 @@ class Node:
         self.reloads = 0
         self.sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # The uptime history (under the state_dir read at start; opened by start()).
+        self.uptime = UptimeRecorder(None, "the node has not started")
 
     # -- start -----------------------------------------------------------------------------
 
     async def start(self) -> str:
         """Check every server once, bind every listener and the admin API; return the
         readiness line (the caller prints it)."""
+        self.uptime = UptimeRecorder.open(self.config, self.events)
         for line in await apply(self, self.config):
             log.info("%s", line)
         self.started = True
@@ -76,6 +80,7 @@ class Node:
             checker.start()
         self.sweeper = self.loop.create_task(self._sweep())
         self.ready = True
+        self.uptime.serving(self)
         parts = [f"ninelives ready node={self.name}", f"admin={self.admin_address}"]
         parts += [f"{s.name}={','.join(s.addresses)}" for s in self.listeners]
         return " ".join(parts)
@@ -90,6 +95,7 @@ class Node:
         async with self.reloading:
             config = load_config(self.config_path)
             changes = await apply(self, config)
+            self.uptime.reconfigured(self)
             self.reloads += 1
             self.events.publish(
                 "node", self.name, f"config {self.reloads - 1}", f"config {self.reloads}",
@@ -184,6 +190,7 @@ class Node:
         """Stop accepting, let in-flight requests finish within ``deadline``, then close."""
         self.stopping.set()
         self.ready = False
+        self.uptime.stopping(self)
         for binding in self.bindings.values():
             if binding.server is not None:
                 binding.server.close()
@@ -209,6 +216,7 @@ class Node:
             self.admin.close()
         for pool in self.pools.values():
             self.retire(pool.servers)
+        await self.uptime.close()
 
     def save_state(self) -> None:
         try:

@@ -254,6 +254,9 @@ def _commit_listeners(node: Node, prepared: Prepared, changes: list[str]) -> Non
         old = node.fronts.get(lc.name)
         was = (old.protocol, old.stats.pool_name) if old is not None else None
         front = _front(node, lc, old)
+        # A listener's state is "listening" while any of its addresses is bound: binding a
+        # second address, or closing one of two, is a change of addresses, not of state.
+        state = "listening" if old is not None and old.keys else "closed"
         for address in lc.bind:
             key = binding_key(lc.name, address)
             binding = node.bindings.get(key) or prepared.bound[key]
@@ -263,7 +266,8 @@ def _commit_listeners(node: Node, prepared: Prepared, changes: list[str]) -> Non
             front.stats.addresses.extend(binding.addresses())
             if key not in node.bindings:
                 bound = ", ".join(binding.addresses())
-                node.events.publish("listener", lc.name, "closed", "listening", f"bound {bound}")
+                node.events.publish("listener", lc.name, state, "listening", f"bound {bound}")
+                state = "listening"
                 if old is not None:
                     changes.append(f"listener {lc.name}: bound {address}")
         if old is None:
@@ -276,7 +280,13 @@ def _commit_listeners(node: Node, prepared: Prepared, changes: list[str]) -> Non
             gone = ", ".join(binding.addresses())
             binding.server.close()  # stops accepting; accepted connections go on
             owner = next((f.name for f in node.fronts.values() if key in f.keys), "?")
-            node.events.publish("listener", owner, "listening", "closed", f"closed {gone}")
+            still = fronts.get(owner)
+            if still is not None and still.keys:
+                node.events.publish("listener", owner, "listening", "listening",
+                                    f"closed {gone}; still bound to "
+                                    f"{', '.join(still.stats.addresses)}")
+            else:
+                node.events.publish("listener", owner, "listening", "closed", f"closed {gone}")
             changes.append(f"listener {owner}: closed {gone}")
     for name, front in node.fronts.items():
         kept = fronts.get(name)

@@ -483,7 +483,9 @@ def test_json_schema_for_editors() -> None:
     schema = config_json_schema()
     json.dumps(schema)  # serialisable
     assert schema["type"] == "object"
-    assert set(schema["properties"]) == {"node", "admin", "listeners", "pools", "cluster"}
+    assert set(schema["properties"]) == {
+        "node", "admin", "listeners", "pools", "cluster", "uptime",
+    }
     assert schema["required"] == ["listeners", "pools"]
     defs = schema["$defs"]
     interval = defs["HealthConfig"]["properties"]["interval"]
@@ -586,3 +588,38 @@ def test_a_vip_may_be_ipv6_and_round_trips() -> None:
     dumped = config.model_dump(mode="json", exclude_unset=True)
     assert dumped["cluster"] == {"vip": {"address": "fd00::64/64", "interface": "br-lan"}}
     assert Config.model_validate(dumped) == config
+
+
+def test_uptime_section_defaults_and_problems_with_their_paths() -> None:
+    config = parse_config(MINIMAL, env={})
+    assert config.uptime.retention == 400 * 86400 and config.uptime.maintenance == []
+    problems = problems_of(MINIMAL + """
+uptime:
+  retention: 2h
+  colour: red
+  maintenance:
+    - {pool: apx, every: sunday, start: "02:00", duration: 1h}
+    - {server: app/a9, every: [sat, funday], start: "02:00", duration: 1h, timezone: Mars/Base}
+    - {listener: wob, start: "2025-06-01", duration: 1h}
+    - {listener: web, pool: app, every: day, start: "25:00", duration: 8d}
+    - {every: sunday, start: 12:30, duration: 1h}
+""")
+    assert problems == [
+        "uptime.retention: expected at least 1d, got 2h",
+        'uptime.maintenance[1].every: expected a weekday like sunday (or sun), a list of them, '
+        'or day, got "funday"',
+        'uptime.maintenance[1].timezone: unknown time zone "Mars/Base" (an IANA name like UTC '
+        "or Europe/Paris)",
+        'uptime.maintenance[2].start: expected a date and a time like 2025-06-01 02:00, '
+        'got "2025-06-01"',
+        "uptime.maintenance[3]: expected at most one of pool, server, listener, got pool and "
+        "listener",
+        'uptime.maintenance[3].start: expected a time of day like 02:00, got "25:00"',
+        "uptime.maintenance[3].duration: a weekly window lasts at most 7d, got 8d",
+        'uptime.maintenance[4].start: expected a quoted time like "02:00", got 750 (YAML reads '
+        "an unquoted 02:00 as a number)",
+        "uptime.colour: unknown key",
+        'uptime.maintenance[0].pool: no pool named "apx" (pools: app)',
+        "uptime.maintenance[1].server: no server named \"a9\" in pool app (servers: a1)",
+        'uptime.maintenance[2].listener: no listener named "wob" (listeners: web)',
+    ]

@@ -61,7 +61,54 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     cluster = data.get("cluster")
     if isinstance(cluster, Mapping):
         problems += [(("cluster", *loc), text) for loc, text in cluster_problems(cluster)]
+    uptime = data.get("uptime")
+    if isinstance(uptime, Mapping) and isinstance(pools, Mapping):
+        problems += _maintenance_references(uptime.get("maintenance"), pools, listeners)
     return problems
+
+
+def _maintenance_references(
+    windows: Any, pools: Mapping[Any, Any], listeners: Any
+) -> list[tuple[Loc, str]]:
+    """A maintenance window names a pool, server or listener that exists."""
+    problems: list[tuple[Loc, str]] = []
+    pool_names = {str(as_name(k)): v for k, v in pools.items()}
+    listener_names = sorted(
+        str(as_name(item.get("name"))) for _, item in _mappings(listeners)
+        if as_name(item.get("name")) is not None
+    )
+    for i, window in _mappings(windows):
+        loc: Loc = ("uptime", "maintenance", i)
+        pool = as_name(window.get("pool"))
+        if pool is not None and pool not in pool_names:
+            problems.append(((*loc, "pool"), f'no pool named "{pool}" '
+                                             f"(pools: {', '.join(sorted(pool_names))})"))
+        listener = as_name(window.get("listener"))
+        if listener is not None and listener not in listener_names:
+            problems.append(((*loc, "listener"), f'no listener named "{listener}" '
+                                                 f"(listeners: {', '.join(listener_names)})"))
+        server = window.get("server")
+        if isinstance(server, str) and server.count("/") == 1:
+            pool_name, server_name = server.split("/")
+            servers = _servers_of(pool_names.get(pool_name))
+            if pool_name not in pool_names:
+                problems.append(((*loc, "server"), f'no pool named "{pool_name}" '
+                                                   f"(pools: {', '.join(sorted(pool_names))})"))
+            elif server_name not in servers:
+                problems.append(((*loc, "server"), f'no server named "{server_name}" in pool '
+                                                   f"{pool_name} (servers: {', '.join(servers)})"))
+    return problems
+
+
+def _servers_of(pool: Any) -> list[str]:
+    if not isinstance(pool, Mapping):
+        return []
+    tiers = _mappings(pool.get("tiers"))
+    lists = [pool.get("servers")] + [tier.get("servers") for _, tier in tiers]
+    return [
+        str(as_name(server.get("name"))) for servers in lists for _, server in _mappings(servers)
+        if as_name(server.get("name")) is not None
+    ]
 
 
 def _mappings(items: Any) -> list[tuple[int, Mapping[str, Any]]]:

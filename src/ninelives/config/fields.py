@@ -47,6 +47,10 @@ def is_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
 
 
+def is_name(text: str) -> bool:
+    return _NAME.fullmatch(text) is not None
+
+
 def _to_address(value: Any) -> Address:
     if isinstance(value, Address):
         return value

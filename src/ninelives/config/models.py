@@ -7,6 +7,7 @@ frozen (a running node shares one config snapshot; a reload builds a new one).
 from __future__ import annotations
 
 import socket
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -34,10 +35,19 @@ from ninelives.config.fields import (
     Size,
     StatusExpectation,
     Text,
+    is_name,
     is_token,
     status_accepted,
 )
 from ninelives.units import describe_input, format_duration
+from ninelives.uptime.maintenance import (
+    WEEKDAYS,
+    MaintenanceRule,
+    parse_moment,
+    parse_time_of_day,
+    parse_weekdays,
+    parse_zone,
+)
 
 # Tells Config's validator that the loader already ran the cross-field checks on the raw
 # data (so it could report them together with field errors) and need not repeat them.
@@ -391,12 +401,124 @@ class PoolConfig(_Model):
         return tiers
 
 
+DAY = 86_400.0
+WEEK = 7 * DAY
+
+
+class MaintenanceConfig(_Model):
+    """A planned maintenance window: time inside it is not counted against availability.
+
+    Weekly (``every: sunday``, a list of days, or ``day``) at a local ``start`` time
+    (``"02:00"``), or one-off without ``every`` (``start: "2025-06-01 02:00"``), in
+    ``timezone``. It covers everything, or one ``pool`` (with its servers, providers and the
+    listeners in front of it), one ``server`` (``POOL/SERVER``) or one ``listener``.
+    """
+
+    pool: Name | None = None
+    server: str | None = None
+    listener: Name | None = None
+    every: list[str] | None = None  # weekday names, normalised; all seven for "day"
+    start: str
+    duration: Duration
+    timezone: str = "UTC"
+    reason: Text = "planned maintenance"
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _every(cls, every: Any) -> list[str] | None:
+        if every is None:
+            return None
+        return [WEEKDAYS[day] for day in parse_weekdays(every)]
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, start: Any) -> Any:
+        if isinstance(start, datetime):
+            return start.isoformat(" ")  # YAML read 2025-06-01 02:00:00 as a timestamp
+        if isinstance(start, date):
+            return start.isoformat()
+        if isinstance(start, int) and not isinstance(start, bool):
+            # YAML 1.1 reads an unquoted 02:00 as the base-60 number 120.
+            raise ValueError(f'expected a quoted time like "02:00", got {start} '
+                             "(YAML reads an unquoted 02:00 as a number)")
+        return start
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, timezone: str) -> str:
+        parse_zone(timezone)
+        return timezone
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, server: str | None) -> str | None:
+        if server is None:
+            return None
+        pool, sep, name = server.partition("/")
+        if not sep or not is_name(pool) or not is_name(name):
+            raise ValueError(f"expected POOL/SERVER like app/a1, got {describe_input(server)}")
+        return server
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        scopes = [key for key in ("pool", "server", "listener") if getattr(self, key) is not None]
+        if len(scopes) > 1:
+            problems.append(((), f"expected at most one of pool, server, listener, got "
+                                 f"{' and '.join(scopes)}"))
+        try:
+            if self.every is not None:
+                parse_time_of_day(self.start)
+            else:
+                parse_moment(self.start)
+        except ValueError as exc:
+            problems.append((("start",), str(exc)))
+        if self.every is not None and self.duration > WEEK:
+            problems.append((("duration",), f"a weekly window lasts at most 7d, got "
+                                            f"{format_duration(self.duration)}"))
+        if problems:
+            raise ModelProblems(problems)
+        return self
+
+    def rule(self) -> MaintenanceRule:
+        scope: tuple[str, str] | None = None
+        for key in ("pool", "server", "listener"):
+            value = getattr(self, key)
+            if value is not None:
+                scope = (key, value)
+        zone = parse_zone(self.timezone)
+        if self.every is None:
+            return MaintenanceRule(scope, self.duration, zone, self.reason,
+                                   once=parse_moment(self.start))
+        weekdays = tuple(WEEKDAYS.index(day) for day in self.every)
+        return MaintenanceRule(scope, self.duration, zone, self.reason, weekdays=weekdays,
+                               at=parse_time_of_day(self.start))
+
+
+class UptimeConfig(_Model):
+    """The uptime history: how long it is kept, and the planned maintenance windows."""
+
+    retention: Duration = 400 * DAY  # a year and a month: a yearly report has all it needs
+    maintenance: list[MaintenanceConfig] = []
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, retention: float) -> float:
+        if retention < DAY:
+            raise ValueError(f"expected at least 1d, got {format_duration(retention)}")
+        return retention
+
+    def rules(self) -> list[MaintenanceRule]:
+        return [window.rule() for window in self.maintenance]
+
+
 class Config(_Model):
     node: NodeConfig = Field(default_factory=NodeConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     pools: dict[Name, PoolConfig] = Field(min_length=1)
     cluster: ClusterConfig | None = None  # absent: this node runs alone
+    uptime: UptimeConfig = Field(default_factory=UptimeConfig)
 
     @model_validator(mode="after")
     def _cross_checked(self, info: ValidationInfo) -> Self:

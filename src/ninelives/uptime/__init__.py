@@ -1,0 +1,12 @@
+"""Uptime: what happened to every server, pool, provider, listener and node, durably, and
+the availability it adds up to over any window.
+
+- :mod:`~ninelives.uptime.store` records state intervals and request counts in SQLite, off
+  the event loop (:mod:`~ninelives.uptime.schema` has the tables and the reads);
+- :mod:`~ninelives.uptime.recorder` is the node's side: what it records and when;
+- :mod:`~ninelives.uptime.availability` (pure) turns intervals into availability,
+  incidents, MTBF and MTTR; :mod:`~ninelives.uptime.maintenance` (pure) says when planned
+  maintenance windows are; :mod:`~ninelives.uptime.nines` (pure) is the arithmetic of nines;
+- :mod:`~ninelives.uptime.report` builds ``GET /v1/uptime``; :mod:`~ninelives.uptime.api`
+  answers it.
+"""

@@ -1,0 +1,60 @@
+"""``GET /v1/uptime``: the query string in, a status and a JSON value out.
+
+The report reads SQLite and computes over up to a year of history, so it runs in a worker
+thread; only the snapshot of what the node serves (:func:`~ninelives.uptime.recorder.
+topology`) is taken on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from ninelives.uptime.recorder import Served, UptimeRecorder, topology
+from ninelives.uptime.report import KINDS, uptime_report, window_from
+
+if TYPE_CHECKING:
+    from ninelives.config import Config
+
+
+async def answer_uptime(
+    node: Served, recorder: UptimeRecorder, config: Config, query: str
+) -> tuple[int, bytes]:
+    """``?window=30d`` (or ``?from=...&to=...``) and ``?kind=server`` (repeatable): the
+    status and the JSON body, encoded in the worker thread too (a year for a thousand
+    servers is megabytes of JSON: a tenth of a second the event loop does not spend)."""
+    params = {key: values[-1] for key, values in parse_qs(query).items()}
+    now = time.time()
+    try:
+        start, end = window_from(params, now)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    kinds = parse_qs(query).get("kind", list(KINDS))
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        return _error(400, f'expected kind to be one of {", ".join(KINDS)}, got "{unknown[0]}"')
+    store = recorder.store
+    if store is None:
+        return _error(503, f"the uptime history is off: {recorder.problem}")
+    snapshot = topology(node)
+    rules = config.uptime.rules()
+    status = {"path": str(store.path), "recorded": store.recorded, "pending": store.pending,
+              "error": store.last_error or None}
+
+    def work() -> bytes:
+        report = uptime_report(store, snapshot, rules, start, end, now, kinds)
+        report["store"] = status
+        return json.dumps(report).encode()
+
+    try:
+        return 200, await asyncio.to_thread(work)
+    except sqlite3.Error as exc:
+        return _error(503, f"cannot read the uptime history: {exc}")
+
+
+def _error(status: int, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": message}).encode()
