@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -232,3 +234,56 @@ def test_every_request_held_by_a_hung_server_is_rescued_whatever_the_budget(
     assert sorted(bodies) == [b"a2"] * 12, bodies
     assert elapsed < 5.0, elapsed  # rescued at the check, not at SIGCONT or the timeout
     assert pool_metric(node, "ninelives_pool_retries", pool="app", cause="timeout") >= 1
+
+
+class _SlamServer:
+    """A server that accepts and at once resets each connection (a process dying between
+    its accept and its read)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # a reset, as from a killed process
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_a_server_that_resets_every_new_connection_costs_no_get(harness: Harness) -> None:
+    """Whether the reset is read before or after the request was written (the first order
+    is pinned down by tests/unit/test_connect_race.py), the GET goes to another server."""
+    (a2,) = harness.backends("a2")
+    slam = _SlamServer()
+    try:
+        # A check that always passes: a1 stays in rotation (a TCP check might see the reset).
+        health = {**SLOW_HEALTH, "tcp": None, "command": "true"}
+        config = one_pool_config([a2], {"health": health, "outlier": {"enabled": False}})
+        config["pools"]["app"]["servers"].insert(
+            0, {"name": "a1", "address": f"127.0.0.1:{slam.port}"}
+        )
+        node = harness.node(config)
+        for _ in range(20):
+            # Each request on a new client connection, so round robin sends every other
+            # one to a1 on a new server connection that is gone at once.
+            response = http_request(node.addr(), "GET", "/", timeout=5)
+            assert (response.status, response.body) == (200, b"a2"), response
+        a1 = node.server_status("app", "a1")
+        assert slam.accepted >= 10, (slam.accepted, a1["state"], a1["reason"], a1["requests"])
+    finally:
+        slam.stop()

@@ -427,6 +427,18 @@ class Downstream(asyncio.Protocol):
             if not self.retry(ex, server, "connect-failure"):
                 self.respond_error(ex, 502, detail)
             return
+        if upstream.closed:
+            # Made, then lost before this task ran again (the server died between its
+            # accept and now): connection_lost knew of no request on it, so this one is
+            # retried here; sent on the dead socket it would wait for nothing.
+            server.failures += 1
+            server.responses[0] += 1
+            pool.record_failure(server, self.loop.time(), "connection closed, no response")
+            if not (ex.finished or self.closed) and not self.retry(ex, server, "reset"):
+                self.respond_error(
+                    ex, 502, f"server {server.name} closed the connection before responding"
+                )
+            return
         if ex.finished or self.closed or ex is not self.current:
             server.idle.append(upstream)  # a fresh connection nobody used: keep it
             return
