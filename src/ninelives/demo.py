@@ -23,6 +23,8 @@ from rich.table import Table
 
 from ninelives.config import parse_config
 from ninelives.node import Node
+from ninelives.uptime.recorder import topology
+from ninelives.uptime.report import uptime_report
 
 WORKERS = 8
 
@@ -150,6 +152,7 @@ pools:
             source="demo",
         )
         node = Node(config)
+        began = time.time()
         line = await node.start()
         console.print(f"[bold]{line}[/]")
         port = int(node.listeners[0].addresses[0].rsplit(":", 1)[1])
@@ -181,6 +184,7 @@ pools:
         stop.set()
         await asyncio.gather(*clients)
         failed = _report(console, phases)
+        await _measured(console, node, began)
         if keep_serving:
             console.print(f"serving on {node.listeners[0].addresses[0]}; Ctrl-C to stop")
             node.install_signal_handlers()
@@ -192,6 +196,39 @@ pools:
         for backend in backends.values():
             backend.kill()
             await backend.wait()
+
+
+async def _measured(console: Console, node: Node, began: float) -> None:
+    """What the node itself recorded: the uptime history it keeps (issue: the uptime it
+    achieved), per listener, pool and server, over the demo."""
+    store = node.uptime.store
+    if store is None:
+        console.print(f"uptime history off: {node.uptime.problem}")
+        return
+    node.uptime.sample(node)
+    await asyncio.to_thread(store.flush)
+    now = time.time()
+    report = await asyncio.to_thread(
+        uptime_report, store, topology(node), node.config.uptime.rules(), began, now, now,
+        ("listener", "pool", "server"),
+    )
+    table = Table(title=f"the uptime ninelives measured over the demo ({now - began:.1f}s)")
+    for column in ("entity", "availability", "downtime", "incidents", "first cause"):
+        table.add_column(column)
+    for entity in report["entities"]:
+        availability = entity["availability"]
+        incidents = entity["incidents"]
+        name = entity["name"] if entity["kind"] != "server" else (
+            f"{entity.get('pool', '')}/{entity['name']}"
+        )
+        table.add_row(
+            f"{entity['kind']} {name}",
+            "-" if availability is None else f"{100 * availability:.3f}%",
+            f"{entity['downtime_s'] or 0:.2f}s",
+            str(entity["incident_count"]),
+            incidents[0]["cause"] if incidents else "",
+        )
+    console.print(table)
 
 
 def _report(console: Console, phases: list[Phase]) -> int:
