@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 HINT = "is `ninelives run` running? set --admin or NINELIVES_ADMIN"
+SWITCHOVER_TIMEOUT = 30.0  # seconds: the node waits up to three leases for the handover
 UPTIME_TIMEOUT = 60.0  # seconds: a year of history for a large node takes a moment
 STATE_STYLES = {
     "up": "green", "down": "bold red", "drain": "yellow", "maint": "magenta",
@@ -58,6 +59,11 @@ class AdminClient:
         raises AdminError listing every problem."""
         changes = self._call("POST", "/v1/reload", {}).get("changes", [])
         return [str(line) for line in changes]
+
+    def switchover(self, to: str | None) -> dict[str, Any]:
+        """Ask for a planned handover of the lead; who had it, who has it, how long it took."""
+        return self._call("POST", "/v1/switchover", {"to": to},
+                          timeout=max(self.timeout, SWITCHOVER_TIMEOUT))
 
     def _call(
         self, method: str, path: str, body: dict[str, Any] | None = None,

@@ -19,7 +19,7 @@ from typing import Any
 
 from ninelives import __version__, runtime_state
 from ninelives.cluster.coordinator import CoordinatorError
-from ninelives.cluster.ha import HaLoop, start_cluster
+from ninelives.cluster.ha import HaLoop, SwitchoverError, start_cluster
 from ninelives.config import Config, ConfigError, ReloadError, load_config
 from ninelives.events import EventLog
 from ninelives.health import HealthChecker
@@ -229,6 +229,12 @@ class Node:
         for pool in self.pools.values():
             self.retire(pool.servers)
         await self.uptime.close()
+
+    async def switchover(self, to: str | None) -> dict[str, Any]:
+        """Planned handover of the lead (see HaLoop.switchover); raise SwitchoverError."""
+        if self.cluster is None:
+            raise SwitchoverError(409, "this node runs alone (no cluster: section)")
+        return await self.cluster.switchover(to)
 
     def save_state(self) -> None:
         try:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ninelives.cluster.coordinator import CoordinatorUnavailable, Entry, Lease
 from ninelives.cluster.election import Action, Role
-from ninelives.cluster.ha import HaLoop
+from ninelives.cluster.ha import HaLoop, SwitchoverError
 from ninelives.cluster.local import LocalCoordinator
 from ninelives.events import EventLog
 
@@ -168,5 +170,32 @@ def test_a_coordinator_error_is_shown_in_the_status(tmp_path: Path) -> None:
         a._failed(str(CoordinatorUnavailable("renew", "no answer within 0.33s")))
         assert a.status()["error"] == "renew: no answer within 0.33s"
         await a.stop()
+
+    run(scenario())
+
+
+def test_a_switchover_asked_of_any_node_hands_the_lead_to_the_named_node(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        db = tmp_path / "cluster.db"
+        a = await node(db, "lb-1")
+        await until(lambda: a.role is Role.LEADER, what="lb-1 leads")
+        b, c = await node(db, "lb-2"), await node(db, "lb-3")
+        await until(lambda: len(b.members) == 3, what="lb-2 sees every node")
+        with pytest.raises(SwitchoverError, match="no node named lb-7") as refused:
+            await b.switchover("lb-7")
+        assert refused.value.status == 404
+        with pytest.raises(SwitchoverError, match="lb-1 already leads"):
+            await b.switchover("lb-1")
+        done = await b.switchover("lb-3")  # asked of a follower that is not the successor
+        assert (done["from"], done["to"]) == ("lb-1", "lb-3")
+        assert done["took_s"] < TTL, done
+        await until(lambda: c.role is Role.LEADER, what="lb-3 leads")
+        assert role_changes(a)[-1] == (
+            "leader", "follower", "stepping down: switchover requested, handing the lead to lb-3")
+        assert role_changes(b) == []  # lb-2 never led
+        for loop in (a, b, c):
+            await loop.stop()
 
     run(scenario())

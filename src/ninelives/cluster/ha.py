@@ -15,6 +15,12 @@ Stopping (the node's shutdown) steps down first: the VIP is removed, then the le
 released, so a follower watching the key takes the lead at once rather than after the
 lease. A node killed outright releases nothing; its lease runs out.
 
+A switchover (``POST /v1/switchover``, :meth:`HaLoop.switchover`, on any node) writes a
+lease-bound ``switchover`` key naming the leader and, if asked, its successor; every node
+watches it and hands it to ``decide``: the leader steps down (VIP removed, lease
+released), the successor takes the key, the others wait. The key lapses after one lease,
+so a successor that died meanwhile holds nobody up for longer.
+
 In ``active-active`` mode there is no election: the loop only keeps the member record
 (role ``active``).
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +45,16 @@ from ninelives.cluster.coordinator import (
     Member,
     Phase,
 )
-from ninelives.cluster.election import Action, Decision, Holder, Role, Timing, View, decide
+from ninelives.cluster.election import (
+    Action,
+    Decision,
+    Handover,
+    Holder,
+    Role,
+    Timing,
+    View,
+    decide,
+)
 from ninelives.cluster.vip import Vip, VipError
 from ninelives.config import ClusterConfig
 from ninelives.events import EventLog
@@ -46,9 +62,34 @@ from ninelives.events import EventLog
 log = logging.getLogger("ninelives.cluster.ha")
 
 LEADER_KEY = "leader"
+SWITCHOVER_KEY = "switchover"
 T = TypeVar("T")
 # What ready() answers: None when the node can take the lead, else why it cannot.
 Readiness = Callable[[], str | None]
+
+
+class SwitchoverError(Exception):
+    """A switchover was refused or did not complete; ``status`` is the HTTP status to
+    answer (404: no such node, 409: not now, 503: the coordinator, 504: too slow)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_handover(value: str | None) -> Handover | None:
+    """The ``switchover`` key's value; None when absent or not understood."""
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+        leader, to = data["leader"], data.get("to", "")
+    except (ValueError, KeyError, TypeError):
+        log.warning("cluster: switchover request not understood: %r", value[:80])
+        return None
+    if not isinstance(leader, str) or not isinstance(to, str):
+        return None
+    return Handover(leader, to)
 
 
 class HaLoop:
@@ -84,6 +125,7 @@ class HaLoop:
         self.error = ""  # the last coordinator or VIP error, "" once things work again
         self._holder: Holder | None = None
         self._followed: Holder | None = None  # the holder named in change_reason
+        self._handover: Handover | None = None  # a switchover in progress
         self._lease: Lease | None = None
         self._member_lease: Lease | None = None
         self._renew_failed_at: float | None = None
@@ -104,7 +146,9 @@ class HaLoop:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._membership()))
         if self.mode == "active-passive":
-            self._tasks += [loop.create_task(self._run()), loop.create_task(self._watch())]
+            self._tasks += [loop.create_task(self._run()),
+                            loop.create_task(self._watch(LEADER_KEY)),
+                            loop.create_task(self._watch(SWITCHOVER_KEY))]
 
     async def stop(self) -> None:
         """Step down (VIP removed, lease released), leave the member list, stop the loop."""
@@ -152,7 +196,7 @@ class HaLoop:
             me=self.me, now=now, role=self.role, holder=self._holder, lease=self._lease,
             timing=self.timing, ready=not_ready is None, not_ready_because=not_ready or "",
             renew_failed_at=self._renew_failed_at, renew_error=self._renew_error,
-            lost_because=self._lost_because,
+            lost_because=self._lost_because, handover=self._handover,
         ))
         if self.decision is None or decision.action is not self.decision.action:
             log.debug("cluster: %s", decision.reason)
@@ -278,16 +322,73 @@ class HaLoop:
 
     # -- waiting ---------------------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        """Wake the loop on every change of the leader key; start again after a failure."""
+    async def _watch(self, key: str) -> None:
+        """Wake the loop on every change of ``key``; start again after a failure. The
+        switchover key's value is kept from the changes, so the leader never waits for a
+        read of it."""
         while not self._stopping:
             try:
-                async with self.coordinator.watch(LEADER_KEY) as changes:
-                    async for _ in changes:
+                async with self.coordinator.watch(key) as changes:
+                    if key == SWITCHOVER_KEY:
+                        entry = await self._call("get", self.coordinator.get(key))
+                        self._handover = parse_handover(entry.value if entry else None)
+                        self._wake.set()
+                    async for change in changes:
+                        if change.key == SWITCHOVER_KEY:
+                            self._handover = parse_handover(change.value)
                         self._wake.set()
             except CoordinatorError as exc:
-                log.warning("cluster: watching the leader key failed (%s); watching again", exc)
+                log.warning("cluster: watching %s failed (%s); watching again", key, exc)
             await asyncio.sleep(self._retry_every())
+
+    # -- switchover ------------------------------------------------------------------------
+
+    async def switchover(self, to: str | None) -> dict[str, Any]:
+        """Hand the lead from the current leader to ``to`` (None: any other ready node) and
+        wait until another node holds it; raise SwitchoverError if refused or too slow."""
+        if self.mode != "active-passive":
+            raise SwitchoverError(409, "active-active: every node serves, nobody leads")
+        try:
+            entry = await self._call("get", self.coordinator.get(LEADER_KEY))
+            members = await self._call("members", self.coordinator.members())
+        except CoordinatorError as exc:
+            raise SwitchoverError(503, f"the coordinator: {exc}") from None
+        if entry is None:
+            raise SwitchoverError(409, "nobody leads: there is nothing to hand over")
+        leader = entry.value
+        others = [m for m in members if m.name != leader]
+        if to is not None:
+            target = next((m for m in members if m.name == to), None)
+            if target is None:
+                known = ", ".join(m.name for m in members) or "none"
+                raise SwitchoverError(404, f"no node named {to} in the cluster (nodes: {known})")
+            if to == leader:
+                raise SwitchoverError(409, f"{to} already leads")
+            if target.health != "healthy":
+                raise SwitchoverError(409, f"{to} is not ready: {target.reason}")
+        elif not any(m.health == "healthy" for m in others):
+            raise SwitchoverError(409, f"no other ready node to hand the lead over to "
+                                       f"(nodes: {', '.join(m.name for m in members)})")
+        request = json.dumps({"leader": leader, "to": to or ""})
+        started = self.clock()
+        try:
+            lease = await self._call("acquire", self.coordinator.acquire(SWITCHOVER_KEY, request))
+        except CoordinatorError as exc:
+            raise SwitchoverError(503, f"the coordinator: {exc}") from None
+        if lease is None:
+            raise SwitchoverError(409, "a switchover is already in progress")
+        log.info("cluster: switchover requested: %s hands the lead to %s", leader,
+                 to or "another node")
+        deadline = started + 3 * self.timing.ttl
+        while self.clock() < deadline:
+            await asyncio.sleep(self._retry_every())
+            with contextlib.suppress(CoordinatorError):
+                now = await self._call("get", self.coordinator.get(LEADER_KEY))
+                if now is not None and now.value != leader:
+                    return {"from": leader, "to": now.value, "token": now.token,
+                            "took_s": round(self.clock() - started, 3)}
+        raise SwitchoverError(504, f"no other node took the lead within "
+                                   f"{deadline - started:.1f}s; the request lapses by itself")
 
     async def _sleep_until(self, wake: asyncio.Event, at: float) -> None:
         delay = at - self.clock()
@@ -332,6 +433,8 @@ class HaLoop:
                 {"name": m.name, "address": m.address, "role": m.role, "health": m.health,
                  "since": m.since, "reason": m.reason} for m in self.members
             ],
+            "switchover": None if self._handover is None else {
+                "leader": self._handover.leader, "to": self._handover.to},
             "error": self.error,
             "vip": self.vip.status() if self.vip is not None else None,
         }
