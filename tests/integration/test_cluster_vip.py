@@ -16,6 +16,7 @@ link that is up.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -214,6 +215,23 @@ def restored_after(probe: Process, since: float) -> float | None:
     return None
 
 
+def answers(probe: Process, start: float, end: float) -> tuple[list[float], int]:
+    """The times of the answers the probe got within [start, end], and its failed attempts."""
+    times, failed = [], 0
+    for line in "".join(probe.extra_stdout).splitlines():
+        at, _, outcome = line.partition(" ")
+        try:
+            when = float(at)
+        except ValueError:
+            continue
+        if start <= when <= end:
+            if outcome.startswith("ok"):
+                times.append(when)
+            else:
+                failed += 1
+    return times, failed
+
+
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(
     lab: Lab, harness: Harness,
 ) -> None:
@@ -264,12 +282,35 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
             while time.monotonic() < held_until:
                 assert cluster.holder() == follower, f"trial {trial}: the VIP left {follower}"
             leader = follower
+        # (d) a planned switchover, asked of the follower: the VIP moves back.
+        follower = "lb-2" if leader == "lb-1" else "lb-1"
+        asked_at = time.monotonic()
+        done = subprocess.run(
+            lab.exec(follower, str(NINELIVES), "switchover", "--to", follower,
+                     "--admin", cluster.admin[follower], "--token", TOKEN),
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done
+        assert done.stdout.startswith(f"{leader} -> {follower} in "), done.stdout
+        wait_until(lambda: cluster.holder() == follower, timeout=10,
+                   message=f"the switchover moves the VIP to {follower}")
+        wait_until(lambda: restored_after(probe, time.monotonic() - 0.001) is not None,
+                   timeout=10, message="the client gets answers after the switchover")
+        times, retried = answers(probe, asked_at, time.monotonic())
+        switchover_gap = max(b - a for a, b in itertools.pairwise(times))
+        status = cluster.status(leader)
+        assert status["role"] == "follower", status
+        assert status["reason"] == ("stepping down: switchover requested, handing the lead "
+                                    f"to {follower}"), status
+        assert status["decision"].startswith(f"no action: following {follower}"), status
     finally:
         watch.stop()
     print(f"\ntakeover gaps (kill -> first answer through the VIP): "
           f"{', '.join(f'{g:.3f}s' for g in gaps)}; median {statistics.median(gaps):.3f}s; "
+          f"switchover: {done.stdout.strip()}, longest gap {switchover_gap:.3f}s, "
+          f"{retried} attempts retried; "
           f"split-brain samples: {len(watch.both)} of {watch.samples}")
     assert not watch.both, f"both nodes held the VIP at {watch.both} ({watch.holders})"
     assert watch.samples > 100, watch.samples
     assert statistics.median(gaps) < MUST_RESTORE_WITHIN, gaps
     assert max(gaps) < BUSY_MACHINE_LIMIT, gaps
+    assert switchover_gap < MUST_RESTORE_WITHIN, switchover_gap

@@ -125,6 +125,7 @@ class HaLoop:
         self.error = ""  # the last coordinator or VIP error, "" once things work again
         self._holder: Holder | None = None
         self._followed: Holder | None = None  # the holder named in change_reason
+        self._changed_role = False
         self._handover: Handover | None = None  # a switchover in progress
         self._lease: Lease | None = None
         self._member_lease: Lease | None = None
@@ -190,6 +191,9 @@ class HaLoop:
         """Read, decide, act; return when to decide again."""
         if self._lease is None and self.role is Role.FOLLOWER:
             self._holder = Holder.of(await self._call("get", self.coordinator.get(LEADER_KEY)))
+            if self._holder is None:  # about to take the lead: is it promised to another?
+                entry = await self._call("get", self.coordinator.get(SWITCHOVER_KEY))
+                self._handover = parse_handover(entry.value if entry is not None else None)
         now = self.clock()
         not_ready = self.ready()
         decision = decide(View(
@@ -201,9 +205,12 @@ class HaLoop:
         if self.decision is None or decision.action is not self.decision.action:
             log.debug("cluster: %s", decision.reason)
         self.decision = decision
-        if decision.action in (Action.FOLLOW, Action.WAIT) and self._holder != self._followed:
+        if (decision.action in (Action.FOLLOW, Action.WAIT) and self._holder != self._followed
+                and not self._changed_role):
+            # A node that has only ever followed says whom; one that stepped down keeps
+            # the reason it did (the decision, in the status, says whom it follows now).
             self._followed, self.change_reason = self._holder, decision.reason
-            self._member_changed.set()  # the record says whom this node follows
+            self._member_changed.set()
         next_at = await self._act(decision)
         await self._apply_vip(decision.reason)
         return next_at
@@ -263,6 +270,7 @@ class HaLoop:
         if role is self.role:
             return
         old, self.role = self.role, role
+        self._changed_role = True
         self.since, self.change_reason = self.wall(), reason
         self.events.publish("node", self.me, old.value, role.value, reason)
         self._member_changed.set()
@@ -377,6 +385,8 @@ class HaLoop:
             raise SwitchoverError(503, f"the coordinator: {exc}") from None
         if lease is None:
             raise SwitchoverError(409, "a switchover is already in progress")
+        self._handover = parse_handover(request)
+        self._wake.set()
         log.info("cluster: switchover requested: %s hands the lead to %s", leader,
                  to or "another node")
         deadline = started + 3 * self.timing.ttl
