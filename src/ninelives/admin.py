@@ -29,6 +29,7 @@ import httptools
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ninelives.address import Address
+from ninelives.cluster.ha import SwitchoverError
 from ninelives.config import ConfigError, ReloadError
 from ninelives.events import EventLog
 from ninelives.listener import ListenerStats
@@ -80,6 +81,7 @@ class NodeLike(Protocol):
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
     async def reload(self) -> list[str]: ...
+    async def switchover(self, to: str | None) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ class Response:
 _SERVER_ACTION = re.compile(r"/v1/pools/([^/]+)/servers/([^/]+)/(state|weight)")
 _ENDPOINTS = (
     "GET /healthz, /readyz, /v1/status, /v1/events, /v1/uptime, /metrics, /status; "
-    "POST /v1/reload, /v1/pools/POOL/servers/SERVER/state|weight"
+    "POST /v1/reload, /v1/switchover, /v1/pools/POOL/servers/SERVER/state|weight"
 )
 Answer = Response | Awaitable[Response]
 
@@ -164,6 +166,10 @@ class AdminApp:
             if request.method != "POST":
                 return _not_allowed(request.method, path, "POST")
             return self.authorize(request.authorization) or self.reload(request.peer)
+        if path == "/v1/switchover":
+            if request.method != "POST":
+                return _not_allowed(request.method, path, "POST")
+            return self.authorize(request.authorization) or self.switchover(request)
         action = _SERVER_ACTION.fullmatch(path)
         if action is None:
             return Response.error(404, f"no endpoint {path} (endpoints: {_ENDPOINTS})")
@@ -268,6 +274,23 @@ class AdminApp:
             log.error("reload refused: %s", exc)
             return Response.error(409, f"{exc}; nothing changed")
         return Response.json(200, {"reloaded": True, "changes": changes})
+
+    async def switchover(self, request: Request) -> Response:
+        try:
+            body = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return Response.error(400, f'expected a JSON body like {{"to": "lb-2"}}: {exc}')
+        to = body.get("to") if isinstance(body, dict) else body
+        if not isinstance(body, dict) or not (to is None or isinstance(to, str)):
+            return Response.error(400, f'expected a JSON object like {{"to": "lb-2"}} or {{}}, '
+                                       f"got {body!r}")
+        log.info("%s asked for a switchover to %s", request.peer, to or "any other node")
+        try:
+            result = await self.node.switchover(to)
+        except SwitchoverError as exc:
+            log.error("switchover: %s", exc)
+            return Response.error(exc.status, str(exc))
+        return Response.json(200, result)
 
     def set_state(self, pool: Pool, server: Server, value: Any, peer: str) -> Response:
         try:

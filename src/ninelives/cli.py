@@ -176,6 +176,23 @@ def reload(admin: str | None, token: str | None) -> None:
 
 
 @main.command()
+@click.option("--to", "to", metavar="NODE", help="the node to hand the lead to "
+              "(default: any other ready node)")
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+def switchover(to: str | None, admin: str | None, token: str | None) -> None:
+    """Planned handover: the leader steps down (VIP removed, lease released) and NODE takes
+    the lead. Asked of any node of the cluster."""
+
+    def ask() -> None:
+        done = _client(admin, token).switchover(to)
+        click.echo(f"{done.get('from')} -> {done.get('to')} in {done.get('took_s')}s "
+                   f"(token {done.get('token')})")
+
+    _call(ask)
+
+
+@main.command()
 @click.option("--window", help="how far back from now: 1h, 24h, 7d, 30d, 1y (default 30d)")
 @click.option("--from", "start", help="from this time (2025-06-01T00:00:00Z, UTC unless "
               "said) instead of --window")

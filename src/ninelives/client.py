@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -18,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 HINT = "is `ninelives run` running? set --admin or NINELIVES_ADMIN"
+SWITCHOVER_TIMEOUT = 30.0  # seconds: the node waits up to three leases for the handover
 UPTIME_TIMEOUT = 60.0  # seconds: a year of history for a large node takes a moment
 STATE_STYLES = {
     "up": "green", "down": "bold red", "drain": "yellow", "maint": "magenta",
@@ -57,6 +59,11 @@ class AdminClient:
         raises AdminError listing every problem."""
         changes = self._call("POST", "/v1/reload", {}).get("changes", [])
         return [str(line) for line in changes]
+
+    def switchover(self, to: str | None) -> dict[str, Any]:
+        """Ask for a planned handover of the lead; who had it, who has it, how long it took."""
+        return self._call("POST", "/v1/switchover", {"to": to},
+                          timeout=max(self.timeout, SWITCHOVER_TIMEOUT))
 
     def _call(
         self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -168,8 +175,54 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         )
     console.print(listeners)
 
+    cluster = status.get("cluster")
+    if isinstance(cluster, dict):
+        console.print(_cluster_table(cluster))
+
     for pool in status.get("pools", []):
         console.print(_pool_table(pool))
+
+
+ROLE_STYLES = {"leader": "bold green", "follower": "cyan", "active": "green"}
+
+
+def _since(when: Any) -> str:
+    """A role's start (seconds since the epoch) as local time; "" when not told."""
+    if not isinstance(when, int | float) or isinstance(when, bool) or when <= 0:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
+def _cluster_table(cluster: dict[str, Any]) -> Table:
+    """Every node of the cluster, its role and why; the title says who leads since when."""
+    leader = cluster.get("leader")
+    if isinstance(leader, dict):
+        leads = f"{leader.get('name', '?')} leads since {_since(leader.get('since'))}"
+    elif cluster.get("mode") == "active-active":
+        leads = "every node serves (active-active)"
+    else:
+        leads = "nobody leads"
+    title = f"cluster ({cluster.get('mode', '?')}): {leads}"
+    vip = cluster.get("vip")
+    if isinstance(vip, dict):
+        held = "held here" if vip.get("held") else "not held here"
+        title += f"; VIP {vip.get('address', '?')} on {vip.get('interface', '?')} {held}"
+    if cluster.get("error"):
+        title += f"  ERROR: {cluster['error']}"
+    table = Table(title=title, title_justify="left")
+    for column in ("node", "address", "role", "health", "since", "reason"):
+        table.add_column(column)
+    for member in cluster.get("members", []):
+        role = str(member.get("role", "?"))
+        name = str(member.get("name", ""))
+        health = str(member.get("health", ""))
+        table.add_row(
+            name + (" (this node)" if name == cluster.get("me") else ""),
+            str(member.get("address", "")), Text(role, ROLE_STYLES.get(role, "")),
+            Text(health, "green" if health == "healthy" else "bold red"),
+            _since(member.get("since")), str(member.get("reason", "")),
+        )
+    return table
 
 
 def _weight(server: dict[str, Any]) -> str:

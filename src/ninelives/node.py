@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ninelives import __version__, runtime_state
+from ninelives.cluster.coordinator import CoordinatorError
+from ninelives.cluster.ha import HaLoop, SwitchoverError, start_cluster
 from ninelives.config import Config, ConfigError, ReloadError, load_config
 from ninelives.events import EventLog
 from ninelives.health import HealthChecker
@@ -66,6 +68,7 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # The uptime history (under the state_dir read at start; opened by start()).
         self.uptime = UptimeRecorder(None, "the node has not started")
+        self.cluster: HaLoop | None = None  # with a cluster: section, once started
 
     # -- start -----------------------------------------------------------------------------
 
@@ -81,6 +84,13 @@ class Node:
         self.sweeper = self.loop.create_task(self._sweep())
         self.ready = True
         self.uptime.serving(self)
+        if self.config.cluster is not None:
+            try:
+                self.cluster = await start_cluster(
+                    self.config.cluster, self.name, self.admin_address, self.events,
+                    lambda: None if self.is_ready() else "the node is starting or stopping")
+            except CoordinatorError as exc:
+                raise ReloadError(f"cluster: cannot open the coordinator: {exc}") from exc
         parts = [f"ninelives ready node={self.name}", f"admin={self.admin_address}"]
         parts += [f"{s.name}={','.join(s.addresses)}" for s in self.listeners]
         return " ".join(parts)
@@ -190,6 +200,8 @@ class Node:
         """Stop accepting, let in-flight requests finish within ``deadline``, then close."""
         self.stopping.set()
         self.ready = False
+        if self.cluster is not None:  # first: a follower takes the lead while we drain
+            await self.cluster.stop()
         self.uptime.stopping(self)
         for binding in self.bindings.values():
             if binding.server is not None:
@@ -218,6 +230,12 @@ class Node:
             self.retire(pool.servers)
         await self.uptime.close()
 
+    async def switchover(self, to: str | None) -> dict[str, Any]:
+        """Planned handover of the lead (see HaLoop.switchover); raise SwitchoverError."""
+        if self.cluster is None:
+            raise SwitchoverError(409, "this node runs alone (no cluster: section)")
+        return await self.cluster.switchover(to)
+
     def save_state(self) -> None:
         try:
             runtime_state.save(self.state_path, self.pools.values())
@@ -237,6 +255,7 @@ class Node:
             "reloads": self.reloads,
             "listeners": [s.status() for s in self.listeners],
             "pools": [p.status() for p in self.pools.values()],
+            "cluster": self.cluster.status() if self.cluster is not None else None,
         }
 
 

@@ -14,6 +14,7 @@ from ninelives.cluster.election import (
     TRANSITIONS,
     Action,
     Decision,
+    Handover,
     Holder,
     ImpossibleTransition,
     Role,
@@ -356,3 +357,30 @@ def test_a_cut_off_leader_steps_down_before_another_takes_over() -> None:
     # lb-1 stopped at 2/3 of its lease; lb-2 led only after the lease ran out.
     assert stepped_down_at <= 2 * TTL / 3 + 0.01
     assert took_over_at >= TTL
+
+
+# -- switchover ----------------------------------------------------------------------------
+
+
+def test_a_leader_named_by_a_switchover_steps_down_at_once() -> None:
+    decision = decide(leader_view(now=0.1, handover=Handover("lb-1", "lb-2")))
+    assert decision.action is Action.STEP_DOWN and decision.role is Role.FOLLOWER
+    assert decision.reason == "stepping down: switchover requested, handing the lead to lb-2"
+    decision = decide(leader_view(now=0.1, handover=Handover("lb-3", "lb-1")))
+    assert decision.action is Action.HOLD  # a request about another leader: stale
+
+
+def test_during_a_switchover_only_the_successor_takes_the_lead() -> None:
+    handover = Handover("lb-9", "lb-2")
+    me_old = decide(follower_view(me="lb-9", handover=handover))
+    assert me_old.action is Action.WAIT
+    assert me_old.reason == "not taking the lead back: I handed it over (switchover to lb-2)"
+    other = decide(follower_view(handover=handover))
+    assert other.action is Action.WAIT
+    assert other.reason == "not taking the lead: switchover from lb-9 to lb-2 in progress"
+    successor = decide(follower_view(me="lb-2", handover=handover))
+    assert successor.action is Action.ACQUIRE
+    anyone = decide(follower_view(handover=Handover("lb-9")))
+    assert anyone.action is Action.ACQUIRE
+    old_to_anyone = decide(follower_view(me="lb-9", handover=Handover("lb-9")))
+    assert old_to_anyone.reason.endswith("(switchover to another node)")

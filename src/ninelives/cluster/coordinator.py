@@ -132,13 +132,15 @@ MemberHealth = Literal["healthy", "unhealthy"]
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A node's record in the member list. ``reason`` says why its role is what it is."""
+    """A node's record in the member list. ``reason`` says why its role is what it is,
+    ``since`` is when it took that role (seconds since the epoch; 0: not told)."""
 
     name: str
     address: str
     role: Role
     health: MemberHealth
     reason: str = ""
+    since: float = 0.0
 
     @property
     def key(self) -> str:
@@ -147,7 +149,7 @@ class Member:
     def to_json(self) -> str:
         return json.dumps(
             {"name": self.name, "address": self.address, "role": self.role,
-             "health": self.health, "reason": self.reason},
+             "health": self.health, "reason": self.reason, "since": self.since},
             sort_keys=True,
         )
 
@@ -165,7 +167,11 @@ class Member:
         name, address, reason = data.get("name"), data.get("address"), data.get("reason", "")
         if not (isinstance(name, str) and isinstance(address, str) and isinstance(reason, str)):
             raise ValueError(f"expected name, address and reason as strings in {text[:80]!r}")
-        return cls(name=name, address=address, role=role, health=health, reason=reason)
+        since = data.get("since", 0.0)
+        if not isinstance(since, int | float) or isinstance(since, bool):
+            raise ValueError(f"expected since as a number in {text[:80]!r}")
+        return cls(name=name, address=address, role=role, health=health, reason=reason,
+                   since=float(since))
 
 
 class Watch(Protocol):

@@ -23,6 +23,11 @@ IP). A lease granted too late to act on (the shell was slow to get back to it) i
 given back (``RELEASE``) rather than acted on. A lease from an earlier run of this node
 (it crashed and restarted within a lease) is left to expire rather than adopted: the old
 process may still be stepping down.
+
+A switchover (a planned handover, :class:`Handover`) makes the leader it names step down;
+while it stands, that node does not take the lead back and, when it names a successor, no
+other node takes it either. It is a lease-bound key, so a successor that never comes
+does not stop the others for longer than a lease.
 """
 
 from __future__ import annotations
@@ -101,6 +106,18 @@ class Holder:
 
 
 @dataclass(frozen=True, slots=True)
+class Handover:
+    """A switchover in progress: ``leader`` hands the lead to ``to`` ("": any other node)."""
+
+    leader: str
+    to: str = ""
+
+    @property
+    def successor(self) -> str:
+        return self.to or "another node"
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     """What one node knows when it decides.
 
@@ -120,6 +137,7 @@ class View:
     renew_failed_at: float | None = None
     renew_error: str = ""
     lost_because: str = ""
+    handover: Handover | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +177,10 @@ def _as_leader(view: View) -> tuple[Action, str, float]:
             f"{lease.deadline - now:.2f}s before it can expire{why})",
             now,
         )
+    if view.handover is not None and view.handover.leader == me:
+        return (Action.STEP_DOWN,
+                f"stepping down: switchover requested, handing the lead to "
+                f"{view.handover.successor}", now)
     renew = lease.renewed_at + timing.renew_at * lease.ttl
     if now < renew:
         return (Action.HOLD,
@@ -196,6 +218,14 @@ def _as_follower(view: View) -> tuple[Action, str, float]:
             f"(token {lease.token}), too close to its end to act on",
             now,
         )
+    handover = view.handover
+    if holder is None and handover is not None:
+        if handover.leader == me:
+            return (Action.WAIT, f"not taking the lead back: I handed it over "
+                                 f"(switchover to {handover.successor})", poll)
+        if handover.to and handover.to != me:
+            return (Action.WAIT, f"not taking the lead: switchover from {handover.leader} "
+                                 f"to {handover.to} in progress", poll)
     if holder is None:
         if not view.ready:
             return (Action.WAIT,
