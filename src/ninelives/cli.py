@@ -362,5 +362,48 @@ def drill(
         sys.exit(1)
 
 
+@main.command()
+@click.argument("arch", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json"]))
+@click.option("--simulate", "years", type=click.IntRange(min=2),
+              help="also simulate this many system-years (Monte Carlo)")
+@click.option("--seed", type=int, help="seed of the simulation (default: a fresh one)")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the block diagram and the contribution bars to this SVG file")
+def model(arch: Path, fmt: str, years: int | None, seed: int | None, plot: Path | None) -> None:
+    """Predict the availability of an architecture (ARCH.yaml: components and their
+    redundancy) and show which block costs the most downtime. Needs no node."""
+    import numpy as np
+    from rich.console import Console
+
+    from ninelives.model.load import ArchError, load_arch
+    from ninelives.model.plot import svg
+    from ninelives.model.report import predict, render, to_json
+    from ninelives.model.simulate import simulate
+
+    try:
+        root = load_arch(arch)
+    except ArchError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{arch}: {len(exc.problems)} problem(s)", err=True)
+        sys.exit(1)
+    prediction = predict(root)
+    simulated = None if years is None else simulate(root, years, np.random.default_rng(seed))
+    if plot is not None:
+        try:
+            plot.write_text(svg(root, prediction), encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"ninelives model: cannot write {plot}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+    if fmt == "json":
+        click.echo(json.dumps(to_json(prediction, simulated), indent=2))
+    else:
+        console = Console()
+        (console if console.is_terminal else Console(width=140)).print(
+            render(prediction, simulated))
+
+
 if __name__ == "__main__":
     main()

@@ -197,7 +197,7 @@ def importance(root: Block) -> tuple[float, list[Importance]]:
     its ancestors, from their other children's cached values.
     """
     values: dict[int, float] = {}
-    parents: dict[int, Block] = {}
+    parents: dict[int, Series | Parallel | KofN | Standby] = {}
 
     def fill(block: Block) -> float:
         if isinstance(block, Component):

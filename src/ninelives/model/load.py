@@ -11,12 +11,13 @@ Decisions the tree makes explicit:
   the availability to set it.
 - ``beta`` (common cause, the beta-factor model): a group with members ``A_i`` becomes
   ``series(C, group(A_i'))``, at the group's path, with ``C`` at ``PATH.beta`` and the
-  group of independent parts at ``PATH.independent``. The common cause ``C`` takes the share ``beta`` of the
-  unavailability of the most available member: ``U_C = beta * min(1 - A_i)``, and each
-  member keeps its own availability overall: ``A_i' = A_i / A_C``. For identical members
-  this is the classic split of each member's failures into ``beta`` common and
-  ``1 - beta`` independent. Members of a group with ``beta`` must be components (a nested
-  block has no single failure process to share).
+  group of independent parts at ``PATH.independent``. The common cause ``C`` takes the
+  share ``beta`` of the unavailability of the most available member,
+  ``U_C = beta * min(1 - A_i)``, and each member keeps its own availability overall,
+  ``A_i' = A_i / A_C``. For identical members this is the classic split of each
+  member's failures into ``beta`` common and ``1 - beta`` independent. Members of a
+  group with ``beta`` must be components (a nested block has no single failure process
+  to share).
 """
 
 from __future__ import annotations
