@@ -101,10 +101,10 @@ def render(prediction: Prediction, simulated: Simulated | None = None, top: int 
     if simulated is not None:
         verdict = ("contains" if simulated.contains(prediction.availability)
                    else "does not contain")
+        interval = f"{format_percent(simulated.low)} to {format_percent(simulated.high)}"
         parts.append(Text(
             f"Simulated {simulated.years:,} system-years: {format_percent(simulated.availability)}"
-            f" (95% interval {format_percent(simulated.low)} to {format_percent(simulated.high)},"
-            f" {verdict} the prediction), {_down(simulated.downtime_per_year_s)} down a year,"
-            f" {simulated.outages:,} outages"
+            f" ({simulated.confidence:.0%} interval {interval}, {verdict} the prediction),"
+            f" {_down(simulated.downtime_per_year_s)} down a year, {simulated.outages:,} outages"
         ))
     return Group(*parts)
