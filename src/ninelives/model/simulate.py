@@ -117,19 +117,27 @@ def sweep(parts: list[Intervals], threshold: int) -> Intervals:
         return np.empty(0), np.empty(0)
     if len(parts) == 1:
         return parts[0]
-    # Ends before starts, so that at a tie an end is counted first (half-open intervals);
-    # each part is sorted already, so the stable sort merges runs.
-    times = np.concatenate([part[1] for part in parts] + [part[0] for part in parts])
-    steps = np.concatenate([np.full(len(part[1]), -1, dtype=np.int32) for part in parts]
-                           + [np.ones(len(part[0]), dtype=np.int32) for part in parts])
+    # Each part as one sorted run (start, end, start, end, ...), so that the stable sort
+    # merges a few runs. Ties between parts have no length: at worst they split an
+    # interval in two or leave an empty one, which is dropped.
+    times = np.concatenate([_interleave(part) for part in parts])
+    steps = np.tile(np.array([1, -1], dtype=np.int8), len(times) // 2)
     order = np.argsort(times, kind="stable")
-    times, steps = times[order], steps[order]
-    count = np.cumsum(steps)
-    before = count - steps
-    starts = times[(count >= threshold) & (before < threshold)]
-    ends = times[(count < threshold) & (before >= threshold)]
+    times = times[order]
+    count = np.cumsum(steps[order], dtype=np.int32)
+    down = count >= threshold
+    change = np.flatnonzero(down[1:] != down[:-1]) + 1
+    if down[0]:
+        change = np.concatenate([[0], change])
+    starts, ends = times[change[0::2]], times[change[1::2]]
     keep = starts < ends
     return starts[keep], ends[keep]
+
+
+def _interleave(part: Intervals) -> Floats:
+    out = np.empty(2 * len(part[0]))
+    out[0::2], out[1::2] = part
+    return out
 
 
 def _standby(block: Standby, horizon: float, rng: np.random.Generator) -> Intervals:
