@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -71,3 +75,58 @@ def test_unwritable_plot(tmp_path: Path) -> None:
     done = model(str(ARCH), "--plot", str(tmp_path / "missing" / "arch.svg"))
     assert done.returncode == 2
     assert "cannot write" in done.stderr
+
+
+class _Uptime(BaseHTTPRequestHandler):
+    """An admin API that answers GET /v1/uptime with three servers of pool app."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        entities = [
+            {"kind": "server", "pool": "app", "name": f"a{i}", "uptime_s": 2_590_000.0,
+             "downtime_s": 2400.0, "incident_count": 1}
+            for i in (1, 2, 3)
+        ]
+        body = json.dumps({"entities": entities}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def admin() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Uptime)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_observed_beside_the_prediction(admin: str) -> None:
+    done = model(str(ARCH), "--observed", "--admin", admin, "--window", "30d",
+                 "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert _Uptime.seen[-1] == "/v1/uptime?window=30d&kind=server"
+    (server,) = json.loads(done.stdout)["observed"]
+    assert (server["component"], server["pool"], server["servers"]) == ("server", "app", 3)
+    assert server["observed_mttr_s"] == 2400.0
+    assert "observed MTTR 40m vs given 4h" in server["explanation"]
+    table = model(str(ARCH), "--observed", "--admin", admin)
+    assert table.returncode == 0, table.stderr
+    assert "Predicted and observed" in table.stdout
+
+
+def test_observed_without_a_node(tmp_path: Path) -> None:
+    done = model(str(ARCH), "--observed", "--admin", "127.0.0.1:9")
+    assert done.returncode == 1
+    assert done.stderr.startswith("ninelives: ")

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ninelives.model.blocks import YEAR_S, Block, Component, Importance, importance, walk
+from ninelives.model.observed import Observation, hours
 from ninelives.model.simulate import Simulated
 from ninelives.units import format_duration
 from ninelives.uptime.nines import format_percent, nines
@@ -108,3 +109,23 @@ def render(prediction: Prediction, simulated: Simulated | None = None, top: int 
             f" {_down(simulated.downtime_per_year_s)} down a year, {simulated.outages:,} outages"
         ))
     return Group(*parts)
+
+
+def render_observed(observations: list[Observation], window: str) -> Table | Text:
+    """Each component linked to a pool: predicted against observed, and why they differ."""
+    if not observations:
+        return Text("No component has pool: to compare with the uptime history.")
+    table = Table(title=f"Predicted and observed (servers of the pool, last {window})",
+                  title_justify="left")
+    for column in ("component", "pool", "servers", "predicted", "observed", "MTBF", "MTTR",
+                   "why"):
+        table.add_column(column, overflow="fold")
+    for item in observations:
+        table.add_row(
+            item.component, item.pool, str(item.servers), format_percent(item.predicted),
+            "-" if item.observed is None else format_percent(item.observed),
+            f"{hours(item.observed_mtbf_s)} vs {hours(item.predicted_mtbf_s)}",
+            f"{hours(item.observed_mttr_s)} vs {hours(item.predicted_mttr_s)}",
+            item.explanation,
+        )
+    return table
