@@ -379,5 +379,70 @@ def drill(
         sys.exit(1)
 
 
+@main.command()
+@click.argument("arch", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json"]))
+@click.option("--simulate", "years", type=click.IntRange(min=2),
+              help="also simulate this many system-years (Monte Carlo)")
+@click.option("--seed", type=int, help="seed of the simulation (default: a fresh one)")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the block diagram and the contribution bars to this SVG file")
+@click.option("--observed", is_flag=True,
+              help="compare components with pool: to their servers' uptime history (admin API)")
+@click.option("--window", default="30d", show_default=True, help="with --observed: how far back")
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+def model(
+    arch: Path, fmt: str, years: int | None, seed: int | None, plot: Path | None,
+    observed: bool, window: str, admin: str | None, token: str | None,
+) -> None:
+    """Predict the availability of an architecture (ARCH.yaml: components and their
+    redundancy) and show which block costs the most downtime. Needs no node, except for
+    --observed."""
+    import numpy as np
+    from rich.console import Console
+
+    from ninelives.model.load import ArchError, load_arch
+    from ninelives.model.observed import Observation, compare
+    from ninelives.model.plot import svg
+    from ninelives.model.report import predict, render, render_observed, to_json
+    from ninelives.model.simulate import simulate
+
+    try:
+        root = load_arch(arch)
+    except ArchError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{arch}: {len(exc.problems)} problem(s)", err=True)
+        sys.exit(1)
+    observations: list[Observation] = []
+
+    def fetch() -> None:
+        report = _client(admin, token).uptime([("window", window), ("kind", "server")])
+        observations.extend(compare(root, report))
+
+    if observed:
+        _call(fetch)
+    prediction = predict(root)
+    simulated = None if years is None else simulate(root, years, np.random.default_rng(seed))
+    if plot is not None:
+        try:
+            plot.write_text(svg(root, prediction), encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"ninelives model: cannot write {plot}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+    if fmt == "json":
+        answer = to_json(prediction, simulated)
+        if observed:
+            answer["observed"] = [item.to_json() for item in observations]
+        click.echo(json.dumps(answer, indent=2))
+        return
+    console = Console()
+    console = console if console.is_terminal else Console(width=140)
+    console.print(render(prediction, simulated))
+    if observed:
+        console.print(render_observed(observations, window))
+
 if __name__ == "__main__":
     main()
