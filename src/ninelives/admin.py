@@ -32,13 +32,14 @@ from ninelives.address import Address
 from ninelives.config import ConfigError, ReloadError
 from ninelives.events import EventLog
 from ninelives.listener import ListenerStats
-from ninelives.metrics import NodeCollector
+from ninelives.metrics import NodeCollector, SloCollector
 from ninelives.pool import AdminState, Pool, Server
-from ninelives.uptime.api import answer_uptime
+from ninelives.uptime.api import answer_slo, answer_uptime
 
 if TYPE_CHECKING:
     from ninelives.config import Config
     from ninelives.uptime.recorder import UptimeRecorder
+    from ninelives.uptime.watch import SloWatch
 
 log = logging.getLogger("ninelives.admin")
 
@@ -77,6 +78,8 @@ class NodeLike(Protocol):
     def events(self) -> EventLog: ...
     @property
     def uptime(self) -> UptimeRecorder: ...
+    @property
+    def slo(self) -> SloWatch: ...
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
     async def reload(self) -> list[str]: ...
@@ -124,7 +127,7 @@ class Response:
 
 _SERVER_ACTION = re.compile(r"/v1/pools/([^/]+)/servers/([^/]+)/(state|weight)")
 _ENDPOINTS = (
-    "GET /healthz, /readyz, /v1/status, /v1/events, /v1/uptime, /metrics, /status; "
+    "GET /healthz, /readyz, /v1/status, /v1/events, /v1/uptime, /v1/slo, /metrics, /status; "
     "POST /v1/reload, /v1/pools/POOL/servers/SERVER/state|weight"
 )
 Answer = Response | Awaitable[Response]
@@ -137,6 +140,7 @@ class AdminApp:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
+        self.registry.register(SloCollector(lambda: node.slo.latest))
         self.reads: dict[str, Callable[[], Response]] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -160,6 +164,10 @@ class AdminApp:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed(request.method, path, "GET")
             return self.uptime(query)
+        if path == "/v1/slo":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request.method, path, "GET")
+            return self.slo()
         if path == "/v1/reload":
             if request.method != "POST":
                 return _not_allowed(request.method, path, "POST")
@@ -249,6 +257,11 @@ class AdminApp:
         """``?window=30d`` or ``?from=&to=``; computed in a worker thread."""
         node = self.node
         status, body = await answer_uptime(node, node.uptime, node.config, query)
+        return Response(status, body)
+
+    async def slo(self) -> Response:
+        node = self.node
+        status, body = await answer_slo(node, node.slo, node.uptime)
         return Response(status, body)
 
     # -- changes ------------------------------------------------------------------------------

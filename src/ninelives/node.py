@@ -28,6 +28,7 @@ from ninelives.pool import Pool, Server
 from ninelives.reload import Front, apply
 from ninelives.tcp import Downstream as TcpDownstream
 from ninelives.uptime.recorder import UptimeRecorder
+from ninelives.uptime.watch import SloWatch
 
 log = logging.getLogger("ninelives.node")
 
@@ -66,6 +67,8 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # The uptime history (under the state_dir read at start; opened by start()).
         self.uptime = UptimeRecorder(None, "the node has not started")
+        # SLO alerts and incidents to the webhooks (with the store, once started).
+        self.slo = SloWatch(None, lambda: self.config)
 
     # -- start -----------------------------------------------------------------------------
 
@@ -73,6 +76,8 @@ class Node:
         """Check every server once, bind every listener and the admin API; return the
         readiness line (the caller prints it)."""
         self.uptime = UptimeRecorder.open(self.config, self.events)
+        self.slo = SloWatch(self.uptime.store, lambda: self.config)
+        self.events.subscribers.append(self.slo.on_event)
         for line in await apply(self, self.config):
             log.info("%s", line)
         self.started = True
@@ -81,6 +86,7 @@ class Node:
         self.sweeper = self.loop.create_task(self._sweep())
         self.ready = True
         self.uptime.serving(self)
+        self.slo.start(self)
         parts = [f"ninelives ready node={self.name}", f"admin={self.admin_address}"]
         parts += [f"{s.name}={','.join(s.addresses)}" for s in self.listeners]
         return " ".join(parts)
@@ -216,6 +222,7 @@ class Node:
             self.admin.close()
         for pool in self.pools.values():
             self.retire(pool.servers)
+        await self.slo.close()
         await self.uptime.close()
 
     def save_state(self) -> None:

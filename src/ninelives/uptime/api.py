@@ -16,9 +16,11 @@ from urllib.parse import parse_qs
 
 from ninelives.uptime.recorder import Served, UptimeRecorder, topology
 from ninelives.uptime.report import KINDS, uptime_report, window_from
+from ninelives.uptime.slo_report import slo_report
 
 if TYPE_CHECKING:
     from ninelives.config import Config
+    from ninelives.uptime.watch import SloWatch
 
 
 async def answer_uptime(
@@ -58,3 +60,17 @@ async def answer_uptime(
 
 def _error(status: int, message: str) -> tuple[int, bytes]:
     return status, json.dumps({"error": message}).encode()
+
+
+async def answer_slo(node: Served, watch: SloWatch, recorder: UptimeRecorder) -> tuple[int, bytes]:
+    """``GET /v1/slo``: every SLO measured now, with its budget, burn rates and alerts."""
+    if recorder.store is None:
+        return _error(503, f"the uptime history is off: {recorder.problem}")
+    now = time.time()
+    try:
+        statuses = await watch.measure(node)
+    except sqlite3.Error as exc:
+        return _error(503, f"cannot read the uptime history: {exc}")
+    report = slo_report(statuses, now)
+    report.update(watch.status())
+    return 200, json.dumps(report).encode()
