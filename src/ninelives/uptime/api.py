@@ -11,12 +11,13 @@ import asyncio
 import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from ninelives.uptime.recorder import Served, UptimeRecorder, topology
 from ninelives.uptime.report import KINDS, uptime_report, window_from
 from ninelives.uptime.slo_report import slo_report
+from ninelives.uptime.status_page import DAY, DAYS, PERIODS, render_status_page, uptime_view
 
 if TYPE_CHECKING:
     from ninelives.config import Config
@@ -74,3 +75,36 @@ async def answer_slo(node: Served, watch: SloWatch, recorder: UptimeRecorder) ->
     report = slo_report(statuses, now)
     report.update(watch.status())
     return 200, json.dumps(report).encode()
+
+
+async def answer_status_page(
+    node: Served, watch: SloWatch, recorder: UptimeRecorder, config: Config,
+    status: dict[str, Any],
+) -> str:
+    """``GET /status``: the page, with the uptime of the last 90 days when it is kept (read
+    and rendered in a worker thread) and the SLOs as last evaluated (every 10 s)."""
+    pools_state = {p.get("name"): p.get("state") for p in status.get("pools", [])}
+    for listener in status.get("listeners", []):  # a listener is down with its pool
+        listener["state"] = ("closed" if not listener.get("addresses") else
+                             "down" if pools_state.get(listener.get("pool")) == "down"
+                             else "listening")
+    store = recorder.store
+    if store is None:
+        return render_status_page(status, problem=f"the uptime history is off: "
+                                                  f"{recorder.problem}")
+    snapshot = topology(node)
+    listeners = dict(snapshot.listeners)
+    pools = [name for name, _ in snapshot.pools]
+    rules = config.uptime.rules()
+    slos = list(watch.latest)
+    now = time.time()
+
+    def work() -> str:
+        longest = max(PERIODS[-1][1], DAYS * DAY) + DAY
+        view = uptime_view(listeners, pools, store.intervals(now - longest, now), rules, now)
+        return render_status_page(status, view, slos)
+
+    try:
+        return await asyncio.to_thread(work)
+    except sqlite3.Error as exc:
+        return render_status_page(status, problem=f"cannot read the uptime history: {exc}")
