@@ -238,7 +238,7 @@ class AdminApp:
     async def status_page(self) -> Response:
         """The HTML status page; the 90 days of history it shows are read in a thread."""
         node = self.node
-        page = await answer_status_page(node, node.slo, node.uptime, node.config, node.status())
+        page = await answer_status_page(node, node.uptime, node.config, node.status())
         return Response(200, page.encode(), HTML)
 
     def list_events(self, query: str) -> Response:

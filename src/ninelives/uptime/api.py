@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from ninelives.uptime.recorder import Served, UptimeRecorder, topology
 from ninelives.uptime.report import KINDS, uptime_report, window_from
-from ninelives.uptime.slo_report import slo_report
+from ninelives.uptime.slo_report import slo_report, slo_statuses
 from ninelives.uptime.status_page import DAY, DAYS, PERIODS, render_status_page, uptime_view
 
 if TYPE_CHECKING:
@@ -78,11 +78,10 @@ async def answer_slo(node: Served, watch: SloWatch, recorder: UptimeRecorder) ->
 
 
 async def answer_status_page(
-    node: Served, watch: SloWatch, recorder: UptimeRecorder, config: Config,
-    status: dict[str, Any],
+    node: Served, recorder: UptimeRecorder, config: Config, status: dict[str, Any]
 ) -> str:
-    """``GET /status``: the page, with the uptime of the last 90 days when it is kept (read
-    and rendered in a worker thread) and the SLOs as last evaluated (every 10 s)."""
+    """``GET /status``: the page, with the uptime of the last 90 days and the SLOs when the
+    history is kept (read, measured and rendered in a worker thread)."""
     pools_state = {p.get("name"): p.get("state") for p in status.get("pools", [])}
     for listener in status.get("listeners", []):  # a listener is down with its pool
         listener["state"] = ("closed" if not listener.get("addresses") else
@@ -96,12 +95,13 @@ async def answer_status_page(
     listeners = dict(snapshot.listeners)
     pools = [name for name, _ in snapshot.pools]
     rules = config.uptime.rules()
-    slos = list(watch.latest)
+    objectives = config.uptime.objectives()
     now = time.time()
 
     def work() -> str:
         longest = max(PERIODS[-1][1], DAYS * DAY) + DAY
         view = uptime_view(listeners, pools, store.intervals(now - longest, now), rules, now)
+        slos = slo_statuses(store, objectives, listeners, rules, now)
         return render_status_page(status, view, slos)
 
     try:

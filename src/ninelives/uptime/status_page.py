@@ -97,7 +97,7 @@ def uptime_view(
 _BADGE = {
     "up": "#1a7f37", "listening": "#1a7f37", "down": "#cf222e", "drain": "#bf8700",
     "maint": "#6e7781", "falling": "#bc4c00", "rising": "#0969da", "ejected": "#a40e26",
-    "unchecked": "#6e7781", "backup": "#bf8700",
+    "unchecked": "#6e7781", "backup": "#bf8700", "ok": "#1a7f37",
 }
 _STYLE = (
     "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2328;max-width:80em}"
@@ -141,7 +141,7 @@ def colour(availability: float | None) -> str:
     """A day's colour: grey not observed, green at 99.95% or more, then yellow (99%),
     orange (95%) and red."""
     if availability is None:
-        return "#d0d7de"
+        return "#c9d1d9"
     if availability >= 0.9995:
         return "#2da44e"
     if availability >= 0.99:

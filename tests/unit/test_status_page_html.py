@@ -74,4 +74,4 @@ def test_without_history_the_page_says_why() -> None:
 
 def test_colours_by_availability() -> None:
     assert [colour(a) for a in (None, 1.0, 0.9995, 0.995, 0.96, 0.5)] == [
-        "#d0d7de", "#2da44e", "#2da44e", "#d4a72c", "#fb8500", "#cf222e"]
+        "#c9d1d9", "#2da44e", "#2da44e", "#d4a72c", "#fb8500", "#cf222e"]
