@@ -100,7 +100,9 @@ async def answer_status_page(
 
     def work() -> str:
         longest = max(PERIODS[-1][1], DAYS * DAY) + DAY
-        view = uptime_view(listeners, pools, store.intervals(now - longest, now), rules, now)
+        only = [("listener", name) for name in listeners] + [("pool", p) for p in pools]
+        intervals = store.intervals(now - longest, now, only)
+        view = uptime_view(listeners, pools, intervals, rules, now)
         slos = slo_statuses(store, objectives, listeners, rules, now)
         return render_status_page(status, view, slos)
 

@@ -90,9 +90,11 @@ def slo_statuses(
     windows = sorted({w for o in objectives if o.kind == "requests" for w in o.windows()})
     requests = {window: store.requests(now - window, now, now) for window in windows}
     timed = [o for o in objectives if o.kind == "time"]
-    intervals = (
-        store.intervals(now - max(w for o in timed for w in o.windows()), now) if timed else {}
-    )
+    intervals = {}
+    if timed:  # only the SLOs' listeners and pools (and a listener's pool)
+        only = {o.entity for o in timed}
+        only |= {("pool", listeners[n]) for k, n in only if k == "listener" and n in listeners}
+        intervals = store.intervals(now - max(w for o in timed for w in o.windows()), now, only)
     return [measure(o, listeners, intervals, requests, rules, now) for o in objectives]
 
 

@@ -53,11 +53,14 @@ class Webhooks:
     max_retry: float = MAX_RETRY
     attempts: int = ATTEMPTS
     dropped: int = 0
+    closed: bool = False
     targets: dict[str, _Target] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = None
 
     def send(self, payload: dict[str, Any]) -> None:
         """Queue ``payload`` for every URL; never waits. Call on the event loop."""
+        if self.closed:
+            return
         for url in self.urls():
             target = self.targets.get(url)
             if target is None:
@@ -73,6 +76,7 @@ class Webhooks:
 
     async def close(self) -> None:
         """Stop delivering (what is still queued is lost with the process anyway)."""
+        self.closed = True
         for target in self.targets.values():
             if target.task is not None:
                 target.task.cancel()
