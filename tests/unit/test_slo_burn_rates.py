@@ -92,7 +92,7 @@ def test_a_fast_burn_pages_at_the_right_seconds_and_resolves_when_the_short_wind
     moments = []
     for second in range(0, 3000):
         status = at(WEB, sli, T0 + second)
-        firing, changes = alert_changes(firing, [status])
+        firing, changes = alert_changes(firing, [status], status.at)
         moments += [(second, c.severity, c.firing, c.reason) for c in changes]
         for i, burn in enumerate(status.burns):
             if burn.firing != pairs[i]:
@@ -181,15 +181,15 @@ def test_request_counts_feed_a_request_slo() -> None:
 
 def test_alert_changes_only_on_a_change() -> None:
     quiet = evaluate(WEB, {}, T0)
-    firing, changes = alert_changes({}, [quiet])
+    firing, changes = alert_changes({}, [quiet], T0)
     assert changes == [] and firing == {("web", "page"): False, ("web", "ticket"): False}
     burning = evaluate(WEB, {w: Sli(0, 10_000) for w in WEB.windows()}, T0 + 1)
-    firing, changes = alert_changes(firing, [burning])
+    firing, changes = alert_changes(firing, [burning], T0 + 1)
     assert [(c.slo, c.severity, c.firing, c.at) for c in changes] == [
         ("web", "page", True, T0 + 1), ("web", "ticket", True, T0 + 1)]
-    firing, changes = alert_changes(firing, [burning])
+    firing, changes = alert_changes(firing, [burning], T0 + 1)
     assert changes == []
-    firing, changes = alert_changes(firing, [evaluate(WEB, {}, T0 + 2)])
+    firing, changes = alert_changes(firing, [evaluate(WEB, {}, T0 + 2)], T0 + 2)
     assert [(c.severity, c.firing, c.reason) for c in changes] == [
         ("page", False, "1h/5m: quiet: 0 requests over 1h, fewer than 100; "
                         "6h/30m: quiet: 0 requests over 6h, fewer than 100"),
@@ -198,3 +198,13 @@ def test_alert_changes_only_on_a_change() -> None:
 
 def _utc(moment: float) -> datetime:
     return datetime.fromtimestamp(moment, ZoneInfo("UTC")).replace(tzinfo=None)
+
+
+def test_an_alert_of_an_slo_removed_from_the_config_resolves() -> None:
+    burning = evaluate(WEB, {w: Sli(0, 10_000) for w in WEB.windows()}, T0)
+    firing, _ = alert_changes({}, [burning], T0)
+    firing, changes = alert_changes(firing, [], T0 + 10)
+    assert firing == {}
+    assert [(c.slo, c.severity, c.firing, c.at, c.reason) for c in changes] == [
+        ("web", "page", False, T0 + 10, "the SLO is no longer configured"),
+        ("web", "ticket", False, T0 + 10, "the SLO is no longer configured")]

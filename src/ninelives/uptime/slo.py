@@ -240,10 +240,11 @@ AlertKey = tuple[str, Severity]
 
 
 def alert_changes(
-    firing_before: Mapping[AlertKey, bool], statuses: Sequence[SloStatus]
+    firing_before: Mapping[AlertKey, bool], statuses: Sequence[SloStatus], at: float
 ) -> tuple[dict[AlertKey, bool], list[AlertChange]]:
     """The alerts firing now, and those that changed since ``firing_before``: an alert not
-    known before and not firing is no change (a node starting does not resolve anything)."""
+    known before and not firing is no change (a node starting does not resolve anything);
+    one that fired for an SLO no longer configured resolves at ``at``."""
     now: dict[AlertKey, bool] = {}
     changes: list[AlertChange] = []
     for status in statuses:
@@ -252,4 +253,8 @@ def alert_changes(
             now[key] = firing
             if firing != firing_before.get(key, False):
                 changes.append(AlertChange(key[0], severity, firing, status.at, reason))
+    for (name, severity), firing in firing_before.items():
+        if firing and (name, severity) not in now:
+            changes.append(AlertChange(name, severity, False, at,
+                                       "the SLO is no longer configured"))
     return now, changes

@@ -78,12 +78,12 @@ class SloWatch:
         periodic task is the only caller)."""
         statuses = await self.measure(node)
         self.latest = statuses
-        self.firing, changes = alert_changes(self.firing, statuses)
+        self.firing, changes = alert_changes(self.firing, statuses, self.clock())
         by_name = {s.objective.name: s for s in statuses}
         for change in changes:
             log.warning("SLO %s: %s alert %s: %s", change.slo, change.severity,
                         "firing" if change.firing else "resolved", change.reason)
-            self.webhooks.send(alert_payload(change, by_name[change.slo], node.name))
+            self.webhooks.send(alert_payload(change, by_name.get(change.slo), node.name))
         return statuses
 
     async def _every(self, node: Served) -> None:
@@ -126,19 +126,24 @@ class SloWatch:
                 "error": self.last_error or None}
 
 
-def alert_payload(change: AlertChange, status: SloStatus, node: str) -> dict[str, Any]:
-    objective = status.objective
-    return {
+def alert_payload(change: AlertChange, status: SloStatus | None, node: str) -> dict[str, Any]:
+    """The JSON posted; ``status`` None: the SLO was removed from the config."""
+    payload: dict[str, Any] = {
         "type": "alert",
         "state": "firing" if change.firing else "resolved",
         "slo": change.slo,
         "severity": change.severity,
         "at": change.at,
         "reason": change.reason,
-        objective.entity[0]: objective.entity[1],
-        "target": objective.target,
-        "window_s": objective.window_s,
-        "sli": status.sli.ratio,
-        "budget_left_ratio": status.budget_left_ratio,
         "node": node,
     }
+    if status is not None:
+        objective = status.objective
+        payload.update({
+            objective.entity[0]: objective.entity[1],
+            "target": objective.target,
+            "window_s": objective.window_s,
+            "sli": status.sli.ratio,
+            "budget_left_ratio": status.budget_left_ratio,
+        })
+    return payload
