@@ -17,9 +17,11 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/ninelives demo
 
-# The etcd coordinator's tests start a real etcd (Debian's etcd-server).
+# The etcd coordinator's tests start a real etcd (Debian's etcd-server); the status page's
+# test renders it in a headless browser (Debian's chromium).
 test: $(BIN)/.installed
 	@command -v etcd >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q etcd-server; }
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q chromium; }
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/pytest -q

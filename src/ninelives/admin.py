@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import json
 import logging
 import re
@@ -33,13 +32,14 @@ from ninelives.cluster.ha import SwitchoverError
 from ninelives.config import ConfigError, ReloadError
 from ninelives.events import EventLog
 from ninelives.listener import ListenerStats
-from ninelives.metrics import NodeCollector
+from ninelives.metrics import NodeCollector, SloCollector
 from ninelives.pool import AdminState, Pool, Server
-from ninelives.uptime.api import answer_uptime
+from ninelives.uptime.api import answer_slo, answer_status_page, answer_uptime
 
 if TYPE_CHECKING:
     from ninelives.config import Config
     from ninelives.uptime.recorder import UptimeRecorder
+    from ninelives.uptime.watch import SloWatch
 
 log = logging.getLogger("ninelives.admin")
 
@@ -78,6 +78,8 @@ class NodeLike(Protocol):
     def events(self) -> EventLog: ...
     @property
     def uptime(self) -> UptimeRecorder: ...
+    @property
+    def slo(self) -> SloWatch: ...
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
     async def reload(self) -> list[str]: ...
@@ -126,7 +128,7 @@ class Response:
 
 _SERVER_ACTION = re.compile(r"/v1/pools/([^/]+)/servers/([^/]+)/(state|weight)")
 _ENDPOINTS = (
-    "GET /healthz, /readyz, /v1/status, /v1/events, /v1/uptime, /metrics, /status; "
+    "GET /healthz, /readyz, /v1/status, /v1/events, /v1/uptime, /v1/slo, /metrics, /status; "
     "POST /v1/reload, /v1/switchover, /v1/pools/POOL/servers/SERVER/state|weight"
 )
 Answer = Response | Awaitable[Response]
@@ -139,7 +141,8 @@ class AdminApp:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
-        self.reads: dict[str, Callable[[], Response]] = {
+        self.registry.register(SloCollector(lambda: node.slo.latest))
+        self.reads: dict[str, Callable[[], Answer]] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
             "/v1/status": self.status,
@@ -162,6 +165,10 @@ class AdminApp:
             if request.method not in ("GET", "HEAD"):
                 return _not_allowed(request.method, path, "GET")
             return self.uptime(query)
+        if path == "/v1/slo":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed(request.method, path, "GET")
+            return self.slo()
         if path == "/v1/reload":
             if request.method != "POST":
                 return _not_allowed(request.method, path, "POST")
@@ -234,8 +241,11 @@ class AdminApp:
     def metrics(self) -> Response:
         return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
-    def status_page(self) -> Response:
-        return Response(200, render_status_page(self.node.status()).encode(), HTML)
+    async def status_page(self) -> Response:
+        """The HTML status page; the 90 days of history it shows are read in a thread."""
+        node = self.node
+        page = await answer_status_page(node, node.uptime, node.config, node.status())
+        return Response(200, page.encode(), HTML)
 
     def list_events(self, query: str) -> Response:
         """``?after=ID`` (events after that one; 0 = all kept) and ``?limit=N``."""
@@ -255,6 +265,11 @@ class AdminApp:
         """``?window=30d`` or ``?from=&to=``; computed in a worker thread."""
         node = self.node
         status, body = await answer_uptime(node, node.uptime, node.config, query)
+        return Response(status, body)
+
+    async def slo(self) -> Response:
+        node = self.node
+        status, body = await answer_slo(node, node.slo, node.uptime)
         return Response(status, body)
 
     # -- changes ------------------------------------------------------------------------------
@@ -500,87 +515,3 @@ async def start_admin(node: NodeLike, address: Address) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     app = AdminApp(node)
     return await loop.create_server(lambda: AdminProtocol(app, loop), address.host, address.port)
-
-
-# -- the status page ---------------------------------------------------------------------------
-
-_BADGE = {
-    "up": "#1a7f37", "down": "#cf222e", "drain": "#bf8700", "maint": "#6e7781",
-    "falling": "#bc4c00", "rising": "#0969da", "ejected": "#a40e26", "unchecked": "#6e7781",
-    "backup": "#bf8700",
-}
-_STYLE = (
-    "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "th,td{padding:.25em .8em;border-bottom:1px solid #d0d7de;text-align:left}"
-    "td.n{text-align:right}.b{color:#fff;border-radius:.8em;padding:.1em .6em}"
-)
-
-
-def _row(cells: Sequence[object], header: bool = False) -> str:
-    tag = "th" if header else "td"
-    out = []
-    for cell in cells:
-        if isinstance(cell, int):
-            out.append(f'<{tag} class="n">{cell}</{tag}>')
-        elif isinstance(cell, _Raw):
-            out.append(f"<{tag}>{cell.markup}</{tag}>")
-        else:
-            out.append(f"<{tag}>{html.escape(str(cell))}</{tag}>")
-    return "<tr>" + "".join(out) + "</tr>"
-
-
-@dataclass(frozen=True, slots=True)
-class _Raw:
-    markup: str  # already escaped
-
-
-def _badge(state: str) -> _Raw:
-    colour = _BADGE.get(state, "#6e7781")
-    return _Raw(f'<span class="b" style="background:{colour}">{html.escape(state)}</span>')
-
-
-def render_status_page(status: dict[str, Any]) -> str:
-    """The node's status as one HTML page: no script, no external resource."""
-    node = html.escape(str(status.get("node", "")))
-    ready = "ready" if status.get("ready") else "not ready"
-    parts = [
-        "<!doctype html><html><head><meta charset=utf-8>",
-        '<meta http-equiv="refresh" content="5">',
-        f"<title>ninelives {node}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>ninelives {node}</h1>",
-        f"<p>version {html.escape(str(status.get('version', '')))}, "
-        f"up {int(status.get('uptime_s', 0))} s, {ready}</p>",
-        "<h2>Listeners</h2><table>",
-        _row(("name", "protocol", "addresses", "pool", "active", "requests", "5xx"), True),
-    ]
-    for lis in status.get("listeners", []):
-        parts.append(_row((
-            lis.get("name", ""), lis.get("protocol", ""), " ".join(lis.get("addresses", [])),
-            lis.get("pool", ""), lis.get("active", 0), lis.get("requests", 0),
-            lis.get("responses", {}).get("5xx", 0),
-        )))
-    parts.append("</table>")
-    for pool in status.get("pools", []):
-        tier = pool.get("active_tier")
-        parts += [
-            f"<h2>Pool {html.escape(str(pool.get('name', '')))} "
-            f"{_badge(str(pool.get('state', ''))).markup}</h2>",
-            f"<p>{html.escape(str(pool.get('reason', '')))}; "
-            f"{html.escape(str(pool.get('balance', '')))}, "
-            f"{pool.get('available', 0)} available, active tier "
-            f"{'none' if tier is None else tier}</p><table>",
-            _row(("tier", "provider", "server", "address", "state", "weight", "active",
-                  "requests", "reason"), True),
-        ]
-        for index, group in enumerate(pool.get("tiers", [])):
-            for srv in group.get("servers", []):
-                parts.append(_row((
-                    index, group.get("provider", ""), srv.get("name", ""),
-                    srv.get("address", ""), _badge(str(srv.get("state", ""))),
-                    srv.get("weight", 0), srv.get("active", 0), srv.get("requests", 0),
-                    srv.get("reason", ""),
-                )))
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)

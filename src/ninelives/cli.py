@@ -232,6 +232,27 @@ def uptime(
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
+@click.option("--admin", help=ADMIN_HELP)
+@click.option("--token", help=TOKEN_HELP)
+def slo(as_json: bool, admin: str | None, token: str | None) -> None:
+    """The SLOs (uptime.slos) of a running node: the SLI over each window, the error
+    budget left, the burn rates of the alert windows, and the alerts firing."""
+    from rich.console import Console
+
+    from ninelives.uptime.render_slo import slo_table
+
+    def show() -> None:
+        report = _client(admin, token).slo()
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            Console().print(slo_table(report))
+
+    _call(show)
+
+
+@main.command()
 @click.argument("availability", required=False)
 @click.option("--downtime", help="the inverse: this much downtime (5m, 1h30m) ...")
 @click.option("--per", default="year", show_default=True,

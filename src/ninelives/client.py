@@ -54,6 +54,10 @@ class AdminClient:
         path = "/v1/uptime" + (f"?{urlencode(params)}" if params else "")
         return self._call("GET", path, timeout=max(self.timeout, UPTIME_TIMEOUT))
 
+    def slo(self) -> dict[str, Any]:
+        """``GET /v1/slo``: every SLO with its budget, burn rates and alerts."""
+        return self._call("GET", "/v1/slo", timeout=max(self.timeout, UPTIME_TIMEOUT))
+
     def reload(self) -> list[str]:
         """Ask the node to read its config again; the changes it made. A refused reload
         raises AdminError listing every problem."""

@@ -8,7 +8,7 @@ prometheus_client is touched per request. :class:`NodeCollector` reads those cou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.metrics_core import (
@@ -22,10 +22,12 @@ from prometheus_client.registry import Collector
 from ninelives import __version__
 from ninelives.pool import LATENCY_BUCKETS, LatencyHistogram
 from ninelives.states import Health
+from ninelives.units import format_duration
 
 if TYPE_CHECKING:
     from ninelives.listener import ListenerStats
     from ninelives.pool import Pool
+    from ninelives.uptime.slo import SloStatus
 
 # Label values for ``responses[k]``: k = 0 is "no response", 1..5 are status classes.
 CODES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
@@ -235,3 +237,47 @@ class _PoolFamilies:
             self.panic, self.no_server, self.ejections, self.retries, self.retry_outcomes,
         ]
 
+
+
+class SloCollector(Collector):
+    """The SLOs as the node's watch last evaluated them (every 10 s): a scrape reads no
+    database. Nothing is exported for an SLO never evaluated or a value not known yet
+    (no request in the window): an absent series, not a made-up 0 or 1."""
+
+    def __init__(self, latest: Callable[[], Sequence[SloStatus]]) -> None:
+        self.latest = latest
+
+    def collect(self) -> Iterable[Metric]:
+        target = GaugeMetricFamily(
+            "ninelives_slo_target", "The SLO's target (0.9995 for 99.95%)", labels=["slo"])
+        sli = GaugeMetricFamily(
+            "ninelives_slo_availability",
+            "Good over valid (requests or seconds) over the SLO's window", labels=["slo"])
+        left = GaugeMetricFamily(
+            "ninelives_slo_error_budget_left_ratio",
+            "Share of the error budget left over the SLO's window (below 0: overspent)",
+            labels=["slo"])
+        burn = GaugeMetricFamily(
+            "ninelives_slo_burn_rate",
+            "Bad share over (1 - target), over a window of the burn-rate alerts",
+            labels=["slo", "window"])
+        firing = GaugeMetricFamily(
+            "ninelives_slo_alert_firing", "1 while the SLO's alert of that severity fires",
+            labels=["slo", "severity"])
+        for status in self.latest():
+            name = status.objective.name
+            target.add_metric([name], status.objective.target)
+            if status.sli.ratio is not None:
+                sli.add_metric([name], status.sli.ratio)
+            if status.budget_left_ratio is not None:
+                left.add_metric([name], status.budget_left_ratio)
+            rates: dict[float, float | None] = {}
+            for b in status.burns:
+                rates[b.long_s] = b.long_rate
+                rates[b.short_s] = b.short_rate
+            for window, rate in sorted(rates.items()):
+                if rate is not None:
+                    burn.add_metric([name, format_duration(window)], rate)
+            for severity, is_firing, _ in status.alerts:
+                firing.add_metric([name, severity], 1.0 if is_firing else 0.0)
+        yield from (target, sli, left, burn, firing)

@@ -30,6 +30,7 @@ from ninelives.pool import Pool, Server
 from ninelives.reload import Front, apply
 from ninelives.tcp import Downstream as TcpDownstream
 from ninelives.uptime.recorder import UptimeRecorder
+from ninelives.uptime.watch import SloWatch
 
 log = logging.getLogger("ninelives.node")
 
@@ -69,6 +70,8 @@ class Node:
         # The uptime history (under the state_dir read at start; opened by start()).
         self.uptime = UptimeRecorder(None, "the node has not started")
         self.cluster: HaLoop | None = None  # with a cluster: section, once started
+        # SLO alerts and incidents to the webhooks (with the store, once started).
+        self.slo = SloWatch(None, lambda: self.config)
 
     # -- start -----------------------------------------------------------------------------
 
@@ -76,6 +79,8 @@ class Node:
         """Check every server once, bind every listener and the admin API; return the
         readiness line (the caller prints it)."""
         self.uptime = UptimeRecorder.open(self.config, self.events)
+        self.slo = SloWatch(self.uptime.store, lambda: self.config)
+        self.events.subscribers.append(self.slo.on_event)
         for line in await apply(self, self.config):
             log.info("%s", line)
         self.started = True
@@ -91,6 +96,7 @@ class Node:
                     lambda: None if self.is_ready() else "the node is starting or stopping")
             except CoordinatorError as exc:
                 raise ReloadError(f"cluster: cannot open the coordinator: {exc}") from exc
+        self.slo.start(self)
         parts = [f"ninelives ready node={self.name}", f"admin={self.admin_address}"]
         parts += [f"{s.name}={','.join(s.addresses)}" for s in self.listeners]
         return " ".join(parts)
@@ -228,6 +234,7 @@ class Node:
             self.admin.close()
         for pool in self.pools.values():
             self.retire(pool.servers)
+        await self.slo.close()
         await self.uptime.close()
 
     async def switchover(self, to: str | None) -> dict[str, Any]:

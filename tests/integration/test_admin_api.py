@@ -32,6 +32,8 @@ from ninelives.config import Config, parse_config
 from ninelives.listener import ListenerStats
 from ninelives.pool import Pool
 from ninelives.states import Health, Signal
+from ninelives.uptime.recorder import UptimeRecorder
+from ninelives.uptime.watch import SloWatch
 
 TOKEN = "s3cret-token"
 CONFIG = """
@@ -64,8 +66,10 @@ class FakeNode:
     ready: bool = True
     pools: dict[str, Pool] = field(default_factory=dict)
     listeners: list[ListenerStats] = field(default_factory=list)
+    uptime: UptimeRecorder = field(default_factory=lambda: UptimeRecorder(None, "not kept"))
 
     def __post_init__(self) -> None:
+        self.slo = SloWatch(None, lambda: self.config)
         self.pools = {
             name: Pool(name, pc, initial=Health.UP) for name, pc in self.config.pools.items()
         }

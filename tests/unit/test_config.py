@@ -627,3 +627,40 @@ uptime:
         "uptime.maintenance[1].server: no server named \"a9\" in pool app (servers: a1)",
         'uptime.maintenance[2].listener: no listener named "wob" (listeners: web)',
     ]
+
+
+def test_slos_and_webhooks_are_read_and_their_problems_have_paths() -> None:
+    config = parse_config(MINIMAL + """
+uptime:
+  slos:
+    - {name: web-requests, listener: web, target: 99.95%}
+    - {name: app-time, pool: app, target: 99.9%, window: 7d, kind: time}
+  webhooks: [http://127.0.0.1:9000/hook]
+""", env={})
+    first, second = config.uptime.objectives()
+    assert (first.entity, first.target, first.window_s, first.kind) == (
+        ("listener", "web"), 0.9995, 30 * 86400, "requests")
+    assert (second.entity, second.window_s, second.kind) == (("pool", "app"), 7 * 86400, "time")
+    assert config.uptime.webhooks == ["http://127.0.0.1:9000/hook"]
+    problems = problems_of(MINIMAL + """
+uptime:
+  slos:
+    - {name: a, listener: wob, target: 99.9%}
+    - {name: a, pool: apx, target: "0.999"}
+    - {name: b, target: 100%, window: 10m}
+    - {name: c, listener: web, pool: app, target: 99%, kind: latency}
+    - {name: d, listener: web, pool: app, target: 99%}
+  webhooks: [ftp://x, "http://"]
+""")
+    assert problems == [
+        'uptime.slos[1].target: expected a percentage like 99.95% or 50%, got "0.999"',
+        "uptime.slos[2].target: expected a target above 0% and below 100%, got 100%",
+        "uptime.slos[2].window: expected at least 1h, got 10m",
+        'uptime.slos[3].kind: expected requests or time, got "latency"',
+        "uptime.slos[4]: expected exactly one of listener or pool",
+        'uptime.webhooks[0]: expected a URL like http://127.0.0.1:8080/hook, got "ftp://x"',
+        'uptime.webhooks[1]: expected a URL like http://127.0.0.1:8080/hook, got "http://"',
+        'uptime.slos[0].listener: no listener named "wob" (listeners: web)',
+        'uptime.slos[1].name: duplicate SLO name "a" (also uptime.slos[0])',
+        'uptime.slos[1].pool: no pool named "apx" (pools: app)',
+    ]

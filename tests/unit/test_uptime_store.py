@@ -77,6 +77,11 @@ def test_events_become_intervals_and_reloads_become_changes(store: UptimeStore) 
     assert rows(store.path, "SELECT kind, entity, old, new FROM changes") == [
         ("node", "lb-1", "config 0", "config 1")]
     assert rows(store.path, "PRAGMA journal_mode") == [("wal",)]
+    only = store.intervals(T0 - 1, T0 + 100, [("listener", "web"), ("pool", "none")])
+    assert {key: [Interval(*row[:4]) for row in got] for key, got in only.items()} == {
+        ("listener", "web"): [Interval("listening", T0 + 12, None, "bound :8080")]}
+    assert store.intervals(T0 + 10.5, T0 + 11, [("server", "app/a1")])[
+        "server", "app/a1"][0][:3] == ("down", T0 + 10, None)
 
 
 def test_request_counts_are_kept_at_every_resolution(store: UptimeStore, clock: Clock) -> None:

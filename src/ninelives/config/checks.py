@@ -64,6 +64,35 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     uptime = data.get("uptime")
     if isinstance(uptime, Mapping) and isinstance(pools, Mapping):
         problems += _maintenance_references(uptime.get("maintenance"), pools, listeners)
+        problems += _slo_references(uptime.get("slos"), pools, listeners)
+    return problems
+
+
+def _slo_references(slos: Any, pools: Mapping[Any, Any], listeners: Any) -> list[tuple[Loc, str]]:
+    """An SLO names a pool or listener that exists, and its name is unique."""
+    problems: list[tuple[Loc, str]] = []
+    pool_names = sorted(str(as_name(k)) for k in pools)
+    listener_names = sorted(
+        str(as_name(item.get("name"))) for _, item in _mappings(listeners)
+        if as_name(item.get("name")) is not None
+    )
+    first: dict[str, int] = {}
+    for i, slo in _mappings(slos):
+        loc: Loc = ("uptime", "slos", i)
+        name = as_name(slo.get("name"))
+        if name is not None and name in first:
+            problems.append(((*loc, "name"), f'duplicate SLO name "{name}" '
+                                             f"(also uptime.slos[{first[name]}])"))
+        elif name is not None:
+            first[name] = i
+        pool = as_name(slo.get("pool"))
+        if pool is not None and pool not in pool_names:
+            problems.append(((*loc, "pool"), f'no pool named "{pool}" '
+                                             f"(pools: {', '.join(pool_names)})"))
+        listener = as_name(slo.get("listener"))
+        if listener is not None and listener not in listener_names:
+            problems.append(((*loc, "listener"), f'no listener named "{listener}" '
+                                                 f"(listeners: {', '.join(listener_names)})"))
     return problems
 
 

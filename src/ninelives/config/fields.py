@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
@@ -126,6 +127,20 @@ def _to_text(value: Any) -> str:
     return value
 
 
+def _to_webhook_url(value: Any) -> str:
+    """An ``http://`` or ``https://`` URL with a host: where a webhook is posted."""
+    if isinstance(value, str):
+        parts = urlsplit(value.strip())
+        if parts.scheme in ("http", "https") and parts.hostname:
+            try:
+                parts.port  # noqa: B018 - raises on a port out of range
+            except ValueError:
+                pass
+            else:
+                return value.strip()
+    raise ValueError(f"expected a URL like http://127.0.0.1:8080/hook, got {describe_input(value)}")
+
+
 _STATUS = re.compile(r"[1-5]\d\d")
 _STATUS_CLASS = re.compile(r"[1-5]xx", re.IGNORECASE)
 _STATUS_RANGE = re.compile(r"([1-5]\d\d)\s*-\s*([1-5]\d\d)")
@@ -217,6 +232,11 @@ RetryCondition = Annotated[
     str,
     PlainValidator(_to_retry_condition),
     WithJsonSchema({"type": ["string", "integer"], "examples": ["connect-failure", 503, "5xx"]}),
+]
+WebhookUrl = Annotated[
+    str,
+    PlainValidator(_to_webhook_url),
+    WithJsonSchema({"type": "string", "format": "uri", "examples": ["http://127.0.0.1:8080/hook"]}),
 ]
 Text = Annotated[str, PlainValidator(_to_text), WithJsonSchema({"type": "string", "minLength": 1})]
 StatusExpectation = Annotated[

@@ -35,6 +35,7 @@ from ninelives.config.fields import (
     Size,
     StatusExpectation,
     Text,
+    WebhookUrl,
     is_name,
     is_token,
     status_accepted,
@@ -48,6 +49,7 @@ from ninelives.uptime.maintenance import (
     parse_weekdays,
     parse_zone,
 )
+from ninelives.uptime.slo import DEFAULT_MIN_REQUESTS, Objective
 
 # Tells Config's validator that the loader already ran the cross-field checks on the raw
 # data (so it could report them together with field errors) and need not repeat them.
@@ -401,6 +403,7 @@ class PoolConfig(_Model):
         return tiers
 
 
+HOUR = 3600.0
 DAY = 86_400.0
 WEEK = 7 * DAY
 
@@ -495,11 +498,53 @@ class MaintenanceConfig(_Model):
                                at=parse_time_of_day(self.start))
 
 
+class SloConfig(_Model):
+    """A service level objective on one ``listener`` or ``pool`` (see ninelives.uptime.slo):
+    ``target`` of its requests (``kind: requests``) or of its time (``kind: time``) good
+    over a rolling ``window``."""
+
+    name: Name
+    listener: Name | None = None
+    pool: Name | None = None
+    target: Percent
+    window: Duration = 30 * DAY
+    kind: Literal["requests", "time"] = "requests"
+    min_requests: int = Field(default=DEFAULT_MIN_REQUESTS, ge=0)  # a quieter hour: no page
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: float) -> float:
+        if not 0 < target < 1:
+            raise ValueError(f"expected a target above 0% and below 100%, got {target * 100:g}%")
+        return target
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: float) -> float:
+        if window < HOUR:
+            raise ValueError(f"expected at least 1h, got {format_duration(window)}")
+        return window
+
+    @model_validator(mode="after")
+    def _one_entity(self) -> Self:
+        if (self.listener is None) == (self.pool is None):
+            raise ValueError("expected exactly one of listener or pool")
+        return self
+
+    def objective(self) -> Objective:
+        entity = ("listener", self.listener) if self.listener else ("pool", str(self.pool))
+        return Objective(self.name, entity, self.target, self.window, self.kind,
+                         self.min_requests)
+
+
 class UptimeConfig(_Model):
-    """The uptime history: how long it is kept, and the planned maintenance windows."""
+    """The uptime history: how long it is kept, the planned maintenance windows, the SLOs
+    and the webhooks their alerts and incidents are sent to."""
 
     retention: Duration = 400 * DAY  # a year and a month: a yearly report has all it needs
     maintenance: list[MaintenanceConfig] = []
+    slos: list[SloConfig] = []
+    webhooks: list[WebhookUrl] = []
 
     @field_validator("retention")
     @classmethod
@@ -510,6 +555,9 @@ class UptimeConfig(_Model):
 
     def rules(self) -> list[MaintenanceRule]:
         return [window.rule() for window in self.maintenance]
+
+    def objectives(self) -> list[Objective]:
+        return [slo.objective() for slo in self.slos]
 
 
 class Config(_Model):

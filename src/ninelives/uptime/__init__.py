@@ -8,5 +8,10 @@ the availability it adds up to over any window.
   incidents, MTBF and MTTR; :mod:`~ninelives.uptime.maintenance` (pure) says when planned
   maintenance windows are; :mod:`~ninelives.uptime.nines` (pure) is the arithmetic of nines;
 - :mod:`~ninelives.uptime.report` builds ``GET /v1/uptime``; :mod:`~ninelives.uptime.api`
-  answers it.
+  answers it, ``GET /v1/slo`` and ``GET /status``;
+- :mod:`~ninelives.uptime.slo` (pure) decides error budgets and burn-rate alerts,
+  :mod:`~ninelives.uptime.slo_report` measures SLOs from the store,
+  :mod:`~ninelives.uptime.watch` evaluates them on the node and sends alerts and incidents
+  to :mod:`~ninelives.uptime.webhooks`;
+- :mod:`~ninelives.uptime.status_page` (pure) renders the HTML status page.
 """

@@ -11,14 +11,17 @@ import asyncio
 import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from ninelives.uptime.recorder import Served, UptimeRecorder, topology
 from ninelives.uptime.report import KINDS, uptime_report, window_from
+from ninelives.uptime.slo_report import slo_report, slo_statuses
+from ninelives.uptime.status_page import DAY, DAYS, PERIODS, render_status_page, uptime_view
 
 if TYPE_CHECKING:
     from ninelives.config import Config
+    from ninelives.uptime.watch import SloWatch
 
 
 async def answer_uptime(
@@ -58,3 +61,52 @@ async def answer_uptime(
 
 def _error(status: int, message: str) -> tuple[int, bytes]:
     return status, json.dumps({"error": message}).encode()
+
+
+async def answer_slo(node: Served, watch: SloWatch, recorder: UptimeRecorder) -> tuple[int, bytes]:
+    """``GET /v1/slo``: every SLO measured now, with its budget, burn rates and alerts."""
+    if recorder.store is None:
+        return _error(503, f"the uptime history is off: {recorder.problem}")
+    now = time.time()
+    try:
+        statuses = await watch.measure(node)
+    except sqlite3.Error as exc:
+        return _error(503, f"cannot read the uptime history: {exc}")
+    report = slo_report(statuses, now)
+    report.update(watch.status())
+    return 200, json.dumps(report).encode()
+
+
+async def answer_status_page(
+    node: Served, recorder: UptimeRecorder, config: Config, status: dict[str, Any]
+) -> str:
+    """``GET /status``: the page, with the uptime of the last 90 days and the SLOs when the
+    history is kept (read, measured and rendered in a worker thread)."""
+    pools_state = {p.get("name"): p.get("state") for p in status.get("pools", [])}
+    for listener in status.get("listeners", []):  # a listener is down with its pool
+        listener["state"] = ("closed" if not listener.get("addresses") else
+                             "down" if pools_state.get(listener.get("pool")) == "down"
+                             else "listening")
+    store = recorder.store
+    if store is None:
+        return render_status_page(status, problem=f"the uptime history is off: "
+                                                  f"{recorder.problem}")
+    snapshot = topology(node)
+    listeners = dict(snapshot.listeners)
+    pools = [name for name, _ in snapshot.pools]
+    rules = config.uptime.rules()
+    objectives = config.uptime.objectives()
+    now = time.time()
+
+    def work() -> str:
+        longest = max(PERIODS[-1][1], DAYS * DAY) + DAY
+        only = [("listener", name) for name in listeners] + [("pool", p) for p in pools]
+        intervals = store.intervals(now - longest, now, only)
+        view = uptime_view(listeners, pools, intervals, rules, now)
+        slos = slo_statuses(store, objectives, listeners, rules, now)
+        return render_status_page(status, view, slos)
+
+    try:
+        return await asyncio.to_thread(work)
+    except sqlite3.Error as exc:
+        return render_status_page(status, problem=f"cannot read the uptime history: {exc}")

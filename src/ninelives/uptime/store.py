@@ -30,7 +30,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -256,9 +256,11 @@ class UptimeStore:
             return (schema.read_intervals(conn, start, end),
                     schema.read_requests(conn, start, end, now, self.retention))
 
-    def intervals(self, start: float, end: float) -> dict[Key, list[StoredInterval]]:
+    def intervals(
+        self, start: float, end: float, only: Collection[Key] | None = None
+    ) -> dict[Key, list[StoredInterval]]:
         with self._snapshot() as conn:
-            return schema.read_intervals(conn, start, end)
+            return schema.read_intervals(conn, start, end, only)
 
     def requests(self, start: float, end: float, now: float) -> dict[Key, Counts]:
         with self._snapshot() as conn:
