@@ -46,6 +46,8 @@ LOCAL_TTL = 1.0
 ETCD_TTL = 2.0
 SCENARIO_TIMEOUT = 60.0
 
+POLL = 0.02  # seconds between tries of the second acquirer
+
 
 def run(scenario: Coroutine[Any, Any, None]) -> None:
     async def bounded() -> None:
@@ -206,9 +208,11 @@ def test_a_second_acquirer_is_blocked_until_the_lease_expires(store: Store) -> N
             held = await first.acquire("leader", "lb-1")
             assert held is not None
             attempts = 0
+            give_up = held.deadline + 10.0  # a lease that never expires fails the test
             while (lease := await second.acquire("leader", "lb-2")) is None:
                 attempts += 1
-                await asyncio.sleep(0.02)
+                assert time.monotonic() < give_up, "the first lease never expired"
+                await asyncio.sleep(POLL)
             acquired_at = time.monotonic()
             # Never before the holder's deadline: the holder may act until then.
             assert acquired_at >= held.deadline, (acquired_at, held.deadline)

@@ -33,6 +33,8 @@ from ninelives.cluster.local import LocalCoordinator
 
 RETRY = 0.005  # between two attempts to acquire a held key
 
+HOLD = 0.002  # seconds each contender holds the lease
+
 
 def emit(record: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
@@ -66,7 +68,7 @@ async def contend(coordinator: Coordinator, key: str, name: str, rounds: int) ->
             if lease is None:
                 await asyncio.sleep(RETRY)
         start = time.monotonic()
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(HOLD)  # the work done while holding the lease
         end = time.monotonic()
         await coordinator.release(lease)
         emit({"token": lease.token, "start": start, "end": end})

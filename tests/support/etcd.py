@@ -21,6 +21,8 @@ from tests.support.node import Harness, Process, free_port
 
 ETCD_READY_TIMEOUT = 30.0
 
+HEALTH_POLL = 0.05  # seconds between readiness probes (bounded by the deadline)
+
 
 @dataclass
 class Etcd(Process):
@@ -68,7 +70,7 @@ def _await_health(etcd: Etcd) -> None:
                 last = "unhealthy"
         except (OSError, urllib.error.URLError, ValueError) as error:
             last = str(error)
-        time.sleep(0.05)
+        time.sleep(HEALTH_POLL)
     etcd.stop()
     raise AssertionError(f"{etcd.label} not healthy within {ETCD_READY_TIMEOUT}s ({last})\n"
                          f"{etcd.log_tail()}")

@@ -15,6 +15,8 @@ from pathlib import Path
 from ninelives.events import Event
 from ninelives.uptime.store import UptimeStore
 
+PACE = 0.001  # seconds of pause now and then: bursts, then quieter moments
+
 
 def main() -> None:
     path, round_ = Path(sys.argv[1]), sys.argv[2]
@@ -39,7 +41,7 @@ def main() -> None:
         # Mostly a busy node (up to 20,000 items a second), with bursts that make the
         # writer commit large batches, so kills land in small and large transactions.
         if n % 20 == 0 and n % 3000 > 1000:
-            time.sleep(0.001)
+            time.sleep(PACE)
 
 
 if __name__ == "__main__":

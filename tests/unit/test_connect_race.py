@@ -91,7 +91,9 @@ def test_a_request_whose_new_connection_died_before_use_goes_to_another_server()
 
         async def scenario() -> None:
             down.data_received(REQUEST)  # round robin: a1 first, on a new connection
-            for _ in range(10):
+            for _ in range(100):  # turns of the loop until the connect task has run
+                if loop.transports[2] and loop.transports[2][0].written:
+                    break
                 await asyncio.sleep(0)
             ex = down.current
             assert ex is not None and ex.server is pool.by_name["a2"], "not retried on a2"
