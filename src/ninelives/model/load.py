@@ -51,7 +51,7 @@ class ArchError(ConfigError):
 
 def parse_arch(text: str, source: str = "<architecture>") -> Block:
     """Validate architecture YAML and build its block tree; ArchError lists every problem."""
-    data, problems = _load_yaml(text)
+    data, problems = _load_yaml(text, fast=True)
     if problems:
         raise ArchError(problems, source)
     if not isinstance(data, dict):
