@@ -416,7 +416,7 @@ class HealthChecker:
         previous = self.states.get(server.name)
         if previous is None:
             state = initial(result.ok)
-            step = Signal.PASS if result.ok else Signal.FAIL
+            step = check_signal(result.ok, changed=False)  # decisive alone (initial)
         else:
             health = self.health
             state, changed = observe(previous, result.ok, health.rise, health.fall)

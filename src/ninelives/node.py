@@ -141,13 +141,8 @@ class Node:
     def retire(self, servers: list[Server]) -> None:
         """Servers a reload removed: their idle connections close now, requests in flight
         finish (and are still timed out by the sweep)."""
-        for server in servers:
-            for upstream in server.idle:
-                upstream.closed = True
-                upstream.transport.close()
-            server.idle.clear()
-            if server.conns:
-                self.retired.append(server)
+        close_idle_upstreams(servers, -1.0, self.loop.time())  # every idle one
+        self.retired += [server for server in servers if server.conns]
 
     async def _sweep(self) -> None:
         """Time out what is overdue: responses (every tick), idle connections (every second,

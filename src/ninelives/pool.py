@@ -232,7 +232,7 @@ class Pool:
         A server still in the config under the same name and address is kept, with its
         health, ejection, operator state, counters and pooled connections; a weight that an
         operator changed stays changed. Other servers are new: taken from ``added`` when the
-        caller has already checked them, else made here in the pool's ``initial`` health.
+        caller has already checked them (see :meth:`newcomers`), else made here.
         """
         self.config = config
         self.balancer: Balancer = make_balancer(config.balance, self.rng)
@@ -250,16 +250,14 @@ class Pool:
         self.retry_on = frozenset(retries.on)
         self.retry_methods = frozenset(m.encode() for m in retries.methods)
         before = self.by_name
-        fresh = added or {}
+        fresh = {s.name: s for s in self.newcomers(config)} if added is None else added
         self.tiers = []
         for index, tier in enumerate(config.tier_list()):
             members = []
             for sc in tier.servers:
                 server = before.get(sc.name)
                 if server is None or server.address != sc.address:
-                    server = fresh.get(sc.name) or Server(
-                        self, sc.name, sc.address, sc.weight, index, tier.provider, self.initial
-                    )
+                    server = fresh[sc.name]
                 elif server.weight == server.config_weight:
                     server.weight = sc.weight  # not changed by an operator: the config's
                 server.config_weight = sc.weight
@@ -275,6 +273,16 @@ class Pool:
         self.ramping = [s for s in self.ramping if s in kept]
         self.refresh()
         return [server for server in before.values() if server not in kept]
+
+    def newcomers(self, config: PoolConfig) -> list[Server]:
+        """The servers of ``config`` this pool does not have (by name and address), made in
+        the pool's ``initial`` health and not yet part of it."""
+        return [
+            Server(self, sc.name, sc.address, sc.weight, index, tier.provider, self.initial)
+            for index, tier in enumerate(config.tier_list())
+            for sc in tier.servers
+            if (have := self.by_name.get(sc.name)) is None or have.address != sc.address
+        ]
 
     def refresh(self) -> None:
         """Recompute the candidate set: the available servers of the first tier that has any.
@@ -411,9 +419,7 @@ class Pool:
         server.health = new
         if signal is Signal.RISE:
             server.ejected_until = 0.0  # back by its checks: a past ejection is over
-        if server.state != before:
-            self.events.publish("server", f"{self.name}/{server.name}", before, server.state,
-                                reason)
+        self._published(server, before, reason)
         self.refresh()
         if new is Health.DOWN:
             # Requests waiting on it for a response head (a hung server) go elsewhere now,
@@ -495,6 +501,12 @@ class Pool:
         if not server.healthy and self.config.panic > 0:
             self.refresh()
 
+    def _published(self, server: Server, before: str, reason: str) -> None:
+        """Publish the server's change of shown state from ``before``, if it changed."""
+        if server.state != before:
+            self.events.publish("server", f"{self.name}/{server.name}", before, server.state,
+                                reason)
+
     def pinned(self, name: bytes) -> Server | None:
         """The server a sticky cookie names, if it may still take that client."""
         server = self.by_name.get(name.decode("latin-1", "replace"))
@@ -508,9 +520,7 @@ class Pool:
         target = self.by_name[server]
         before = target.state
         target.admin_state = state
-        if target.state != before:
-            self.events.publish("server", f"{self.name}/{target.name}", before, target.state,
-                                f"set by {why}")
+        self._published(target, before, f"set by {why}")
         self.refresh()
         for callback in self.on_admin_change:
             callback(self)

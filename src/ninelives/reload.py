@@ -132,7 +132,7 @@ async def prepare(node: Node, config: Config) -> Prepared:
             checkers[name] = HealthChecker(pools[name], loop)
             rounds.append(checkers[name].first_round())
         else:
-            fresh = _new_servers(pool, pc)
+            fresh = pool.newcomers(pc)
             if fresh:
                 rounds.append(_check(fresh, pc, checked.setdefault(name, [])))
     # One round of checks before serving: a dead server is never taken for a live one.
@@ -143,17 +143,6 @@ async def prepare(node: Node, config: Config) -> Prepared:
 def _why(exc: OSError) -> str:
     # asyncio wraps the bind error in its own sentence; the errno says it best.
     return os.strerror(exc.errno).lower() if exc.errno else str(exc)
-
-
-def _new_servers(pool: Pool, pc: PoolConfig) -> list[Server]:
-    """Servers of ``pc`` that ``pool`` does not have (by name and address), not checked."""
-    out = []
-    for index, tier in enumerate(pc.tier_list()):
-        for sc in tier.servers:
-            have = pool.by_name.get(sc.name)
-            if have is None or have.address != sc.address:
-                out.append(Server(pool, sc.name, sc.address, sc.weight, index, tier.provider))
-    return out
 
 
 async def _check(
