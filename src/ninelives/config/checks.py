@@ -72,10 +72,7 @@ def _slo_references(slos: Any, pools: Mapping[Any, Any], listeners: Any) -> list
     """An SLO names a pool or listener that exists, and its name is unique."""
     problems: list[tuple[Loc, str]] = []
     pool_names = sorted(str(as_name(k)) for k in pools)
-    listener_names = sorted(
-        str(as_name(item.get("name"))) for _, item in _mappings(listeners)
-        if as_name(item.get("name")) is not None
-    )
+    listener_names = _names_of_listeners(listeners)
     first: dict[str, int] = {}
     for i, slo in _mappings(slos):
         loc: Loc = ("uptime", "slos", i)
@@ -85,14 +82,7 @@ def _slo_references(slos: Any, pools: Mapping[Any, Any], listeners: Any) -> list
                                              f"(also uptime.slos[{first[name]}])"))
         elif name is not None:
             first[name] = i
-        pool = as_name(slo.get("pool"))
-        if pool is not None and pool not in pool_names:
-            problems.append(((*loc, "pool"), f'no pool named "{pool}" '
-                                             f"(pools: {', '.join(pool_names)})"))
-        listener = as_name(slo.get("listener"))
-        if listener is not None and listener not in listener_names:
-            problems.append(((*loc, "listener"), f'no listener named "{listener}" '
-                                                 f"(listeners: {', '.join(listener_names)})"))
+        problems += _unknown_names(loc, slo, pool_names, listener_names)
     return problems
 
 
@@ -102,20 +92,10 @@ def _maintenance_references(
     """A maintenance window names a pool, server or listener that exists."""
     problems: list[tuple[Loc, str]] = []
     pool_names = {str(as_name(k)): v for k, v in pools.items()}
-    listener_names = sorted(
-        str(as_name(item.get("name"))) for _, item in _mappings(listeners)
-        if as_name(item.get("name")) is not None
-    )
+    listener_names = _names_of_listeners(listeners)
     for i, window in _mappings(windows):
         loc: Loc = ("uptime", "maintenance", i)
-        pool = as_name(window.get("pool"))
-        if pool is not None and pool not in pool_names:
-            problems.append(((*loc, "pool"), f'no pool named "{pool}" '
-                                             f"(pools: {', '.join(sorted(pool_names))})"))
-        listener = as_name(window.get("listener"))
-        if listener is not None and listener not in listener_names:
-            problems.append(((*loc, "listener"), f'no listener named "{listener}" '
-                                                 f"(listeners: {', '.join(listener_names)})"))
+        problems += _unknown_names(loc, window, sorted(pool_names), listener_names)
         server = window.get("server")
         if isinstance(server, str) and server.count("/") == 1:
             pool_name, server_name = server.split("/")
@@ -138,6 +118,29 @@ def _servers_of(pool: Any) -> list[str]:
         str(as_name(server.get("name"))) for servers in lists for _, server in _mappings(servers)
         if as_name(server.get("name")) is not None
     ]
+
+
+def _names_of_listeners(listeners: Any) -> list[str]:
+    return sorted(
+        str(as_name(item.get("name"))) for _, item in _mappings(listeners)
+        if as_name(item.get("name")) is not None
+    )
+
+
+def _unknown_names(
+    loc: Loc, item: Mapping[str, Any], pool_names: list[str], listener_names: list[str]
+) -> list[tuple[Loc, str]]:
+    """The ``pool`` and ``listener`` an uptime entry names, when no such one exists."""
+    problems: list[tuple[Loc, str]] = []
+    pool = as_name(item.get("pool"))
+    if pool is not None and pool not in pool_names:
+        problems.append(((*loc, "pool"), f'no pool named "{pool}" '
+                                         f"(pools: {', '.join(pool_names)})"))
+    listener = as_name(item.get("listener"))
+    if listener is not None and listener not in listener_names:
+        problems.append(((*loc, "listener"), f'no listener named "{listener}" '
+                                             f"(listeners: {', '.join(listener_names)})"))
+    return problems
 
 
 def _mappings(items: Any) -> list[tuple[int, Mapping[str, Any]]]:
