@@ -19,20 +19,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.netlab import HOSTS, VIP, Lab, SplitBrainWatch, answers, restored_after
 from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -40,108 +38,10 @@ pytestmark = pytest.mark.skipif(
     reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
 )
 
-VIP = "10.77.0.100"
-SUBNET = "10.77.0.{}/24"
-HOSTS = {"lb-1": 11, "lb-2": 12, "backend": 20, "client": 30}
 LEASE_TTL = 1.0
 MUST_RESTORE_WITHIN = 1.5  # seconds: issue 4's must for `local` with a 1 s lease
 BUSY_MACHINE_LIMIT = 3.0  # no single trial may exceed this, even on a loaded machine
 TRIALS = 3
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=10)
-
-
-class Lab:
-    """The namespaces, the bridge and the veth pairs of one test."""
-
-    def __init__(self) -> None:
-        self.tag = secrets.token_hex(2)  # names unique to this run: others may test too
-        self.namespaces: list[str] = []
-
-    def ns(self, host: str) -> str:
-        return f"nl{self.tag}-{host}"
-
-    def build(self) -> None:
-        bridge = self._add_namespace("br")
-        ip("-n", bridge, "link", "add", "br0", "type", "bridge")
-        ip("-n", bridge, "link", "set", "br0", "up")
-        for host, last in HOSTS.items():
-            ns = self._add_namespace(host)
-            port = f"v-{host}"
-            ip("-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-               "netns", ns)
-            ip("-n", bridge, "link", "set", port, "master", "br0")
-            ip("-n", bridge, "link", "set", port, "up")
-            ip("-n", ns, "addr", "add", SUBNET.format(last), "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-
-    def _add_namespace(self, host: str) -> str:
-        name = self.ns(host)
-        ip("netns", "add", name)
-        self.namespaces.append(name)
-        ip("-n", name, "link", "set", "lo", "up")
-        return name
-
-    def destroy(self) -> list[str]:
-        """Remove every namespace (their veth ends go with them); the ones that failed."""
-        failed = []
-        for name in reversed(self.namespaces):
-            if ip("netns", "del", name, check=False).returncode != 0:
-                failed.append(name)
-        self.namespaces.clear()
-        return failed
-
-    def holds_vip(self, host: str) -> bool:
-        """The VIP is on this node's eth0 and the link is up (a down link answers nobody)."""
-        out = ip("-n", self.ns(host), "-o", "-4", "addr", "show", "dev", "eth0", "up",
-                 check=False).stdout
-        return f" {VIP}/" in out
-
-    def has_vip_address(self, host: str) -> bool:
-        """The VIP is on this node's eth0, whether the link is up or down."""
-        out = ip("-n", self.ns(host), "-o", "-4", "addr", "show", "dev", "eth0",
-                 check=False).stdout
-        return f" {VIP}/" in out
-
-    def set_link(self, host: str, state: str) -> None:
-        ip("-n", self.ns(host), "link", "set", "eth0", state)
-
-    def exec(self, host: str, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns(host), *argv]
-
-
-@dataclass
-class SplitBrainWatch:
-    """Looks at both nodes' interfaces in a thread until stopped; counts samples and
-    every sample in which both held the VIP."""
-
-    lab: Lab
-    samples: int = 0
-    both: list[float] = field(default_factory=list)
-    holders: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            at = time.monotonic()
-            held = tuple(h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h))
-            self.samples += 1
-            if not self.holders or self.holders[-1][1] != held:
-                self.holders.append((at, held))
-            if len(held) > 1:
-                self.both.append(at)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
 
 
 @pytest.fixture
@@ -200,36 +100,6 @@ class Cluster:
         held = [h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h)]
         assert len(held) <= 1, f"both nodes hold the VIP: {held}"
         return held[0] if held else None
-
-
-def restored_after(probe: Process, since: float) -> float | None:
-    """Seconds from ``since`` to the first answer the probe got after it."""
-    for line in "".join(probe.extra_stdout).splitlines():
-        at, _, outcome = line.partition(" ")
-        try:
-            when = float(at)
-        except ValueError:
-            continue
-        if when > since and outcome.startswith("ok"):
-            return when - since
-    return None
-
-
-def answers(probe: Process, start: float, end: float) -> tuple[list[float], int]:
-    """The times of the answers the probe got within [start, end], and its failed attempts."""
-    times, failed = [], 0
-    for line in "".join(probe.extra_stdout).splitlines():
-        at, _, outcome = line.partition(" ")
-        try:
-            when = float(at)
-        except ValueError:
-            continue
-        if start <= when <= end:
-            if outcome.startswith("ok"):
-                times.append(when)
-            else:
-                failed += 1
-    return times, failed
 
 
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(
