@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from ninelives.cluster.vip import address_lifetime
 from tests.support.netlab import HOSTS, VIP, Lab, SplitBrainWatch, answers, restored_after
 from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
 
@@ -42,6 +43,7 @@ LEASE_TTL = 1.0
 MUST_RESTORE_WITHIN = 1.5  # seconds: issue 4's must for `local` with a 1 s lease
 BUSY_MACHINE_LIMIT = 3.0  # no single trial may exceed this, even on a loaded machine
 TRIALS = 3
+KERNEL_EXPIRY_SLACK = 1.5  # seconds past an address's lifetime before the kernel removes it
 
 
 @pytest.fixture
@@ -101,13 +103,36 @@ class Cluster:
         assert len(held) <= 1, f"both nodes hold the VIP: {held}"
         return held[0] if held else None
 
+    def rejoins_as_follower(self, old: str, leader: str) -> None:
+        """``old`` (running again) follows ``leader``, which keeps the VIP for 3 leases."""
+        wait_until(lambda: self.status(old)["role"] == "follower"
+                   and self.status(old)["leader"] is not None, timeout=10,
+                   message=f"{old} restarted follows")
+        assert self.status(old)["leader"]["name"] == leader
+        held_until = time.monotonic() + 3 * LEASE_TTL
+        while time.monotonic() < held_until:
+            assert self.holder() == leader, f"the VIP left {leader}"
+
+
+def start_backend(lab: Lab, harness: Harness) -> None:
+    argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend",
+                    "--name", "b1", "--host", "0.0.0.0", "--port", "8000")
+    harness.spawn("backend-b1", argv, "backend ready")
+
+
+def start_probe(lab: Lab, harness: Harness) -> Process:
+    argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
+                    "--host", VIP, "--port", "8080")
+    probe = harness.spawn("probe", argv, "probe ready")
+    wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
+               message="the client gets answers through the VIP")
+    return probe
+
 
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(
     lab: Lab, harness: Harness,
 ) -> None:
-    backend_argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend",
-                            "--name", "b1", "--host", "0.0.0.0", "--port", "8000")
-    harness.spawn("backend-b1", backend_argv, "backend ready")
+    start_backend(lab, harness)
     cluster = Cluster(lab, harness)
     watch = SplitBrainWatch(lab)
     watch.start()
@@ -115,11 +140,7 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
         cluster.start("lb-1")
         cluster.start("lb-2")
         leader = wait_until(cluster.holder, timeout=10, message="one node holds the VIP")
-        probe_argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
-                              "--host", VIP, "--port", "8080")
-        probe = harness.spawn("probe", probe_argv, "probe ready")
-        wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
-                   message="the client gets answers through the VIP")
+        probe = start_probe(lab, harness)
         gaps: list[float] = []
         for trial in range(TRIALS):
             follower = "lb-2" if leader == "lb-1" else "lb-1"
@@ -144,13 +165,7 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
             cluster.start(leader)  # its link still down: a stale VIP there reaches nobody
             assert not lab.has_vip_address(leader), f"{leader} kept the VIP it left"
             lab.set_link(leader, "up")
-            wait_until(lambda old=leader: cluster.status(old)["role"] == "follower"
-                       and cluster.status(old)["leader"] is not None, timeout=10,
-                       message=f"{leader} restarted follows")
-            assert cluster.status(leader)["leader"]["name"] == follower
-            held_until = time.monotonic() + 3 * LEASE_TTL
-            while time.monotonic() < held_until:
-                assert cluster.holder() == follower, f"trial {trial}: the VIP left {follower}"
+            cluster.rejoins_as_follower(leader, follower)
             leader = follower
         # (d) a planned switchover, asked of the follower: the VIP moves back.
         follower = "lb-2" if leader == "lb-1" else "lb-1"
@@ -184,3 +199,48 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
     assert statistics.median(gaps) < MUST_RESTORE_WITHIN, gaps
     assert max(gaps) < BUSY_MACHINE_LIMIT, gaps
     assert switchover_gap < MUST_RESTORE_WITHIN, switchover_gap
+
+
+def test_a_leader_process_killed_on_a_live_link_leaves_a_vip_the_kernel_removes(
+    lab: Lab, harness: Harness,
+) -> None:
+    """SIGKILL alone, the link up: nobody can remove the dead leader's address, so it is
+    added with a lifetime of one lease, renewed with the lease: the kernel removes it."""
+    start_backend(lab, harness)
+    cluster = Cluster(lab, harness)
+    watch = SplitBrainWatch(lab)
+    watch.start()
+    try:
+        cluster.start("lb-1")
+        cluster.start("lb-2")
+        leader = wait_until(cluster.holder, timeout=10, message="one node holds the VIP")
+        follower = "lb-2" if leader == "lb-1" else "lb-1"
+        lifetime = cluster.status(leader)["vip"]["lifetime_s"]
+        assert lifetime == address_lifetime(LEASE_TTL)
+        probe = start_probe(lab, harness)
+        killed_at = time.monotonic()
+        cluster.nodes[leader].kill()
+        wait_until(lambda: lab.holds_vip(follower), timeout=10,
+                   message=f"{follower} takes the VIP")
+        wait_until(lambda: not lab.has_vip_address(leader), timeout=lifetime + 10,
+                   message=f"the kernel removes the VIP {leader} left")
+        gone_after = time.monotonic() - killed_at
+        assert cluster.holder() == follower
+        cluster.start(leader)  # the link is up: it must not claim the VIP
+        cluster.rejoins_as_follower(leader, follower)
+        settled = time.monotonic()
+        times, failed = answers(probe, settled - 2 * LEASE_TTL, settled)
+        served, _ = answers(probe, killed_at - 1, settled)
+    finally:
+        watch.stop()
+    overlap = watch.overlap()
+    gap = max(b - a for a, b in itertools.pairwise(served))
+    print(f"\nleader killed, link up: longest gap between the client's answers {gap:.3f}s; "
+          f"the dead leader's VIP gone after {gone_after:.3f}s (lifetime {lifetime}s); "
+          f"both held it for {overlap:.3f}s; {watch.samples} samples")
+    # The last renewal came before the kill; the kernel looks about once a second.
+    assert gone_after < lifetime + KERNEL_EXPIRY_SLACK, gone_after
+    assert overlap < gone_after, (overlap, watch.holders)
+    assert all(at < killed_at + gone_after for at in watch.both), watch.holders
+    assert times and not failed, (len(times), failed)
+    assert gap < BUSY_MACHINE_LIMIT, gap

@@ -93,6 +93,7 @@ class SplitBrainWatch:
     samples: int = 0
     both: list[float] = field(default_factory=list)
     holders: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    last: float = 0.0  # when the latest sample was taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -105,6 +106,7 @@ class SplitBrainWatch:
             at = time.monotonic()
             held = tuple(h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h))
             self.samples += 1
+            self.last = at
             if not self.holders or self.holders[-1][1] != held:
                 self.holders.append((at, held))
             if len(held) > 1:
@@ -114,6 +116,12 @@ class SplitBrainWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+    def overlap(self) -> float:
+        """Seconds during which both nodes held the VIP, as far as the samples tell."""
+        ends = [at for at, _ in self.holders[1:]] + [self.last]
+        return sum(end - at for (at, held), end in zip(self.holders, ends, strict=True)
+                   if len(held) > 1)
 
 
 def restored_after(probe: Process, since: float) -> float | None:

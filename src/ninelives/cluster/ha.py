@@ -55,7 +55,7 @@ from ninelives.cluster.election import (
     View,
     decide,
 )
-from ninelives.cluster.vip import Vip, VipError
+from ninelives.cluster.vip import Vip, VipError, address_lifetime
 from ninelives.config import ClusterConfig
 from ninelives.events import EventLog
 
@@ -132,6 +132,7 @@ class HaLoop:
         self._renew_failed_at: float | None = None
         self._renew_error = ""
         self._lost_because = ""
+        self._vip_renewal_due = False  # the lease was renewed: renew the VIP's lifetime too
         self._wake = asyncio.Event()  # the leader key changed, or the node stops
         self._member_changed = asyncio.Event()  # the record must be written again
         self._stopping = False
@@ -250,6 +251,7 @@ class HaLoop:
             self._lease = await self._call("renew", self.coordinator.renew(lease),
                                            timeout=max(0.0, by - self.clock()))
             self._renew_failed_at, self._renew_error = None, ""
+            self._vip_renewal_due = True
             self.error = ""
         except LeaseLost as exc:
             self._lease, self._lost_because = None, str(exc)
@@ -278,8 +280,11 @@ class HaLoop:
     async def _apply_vip(self, why: str) -> None:
         if self.vip is None:
             return
+        if self._lease is not None:  # etcd may grant a longer lease than asked
+            self.vip.lifetime = address_lifetime(self._lease.ttl)
         try:
-            await self.vip.apply(self.role is Role.LEADER, why)
+            await self.vip.apply(self.role is Role.LEADER, why, self._vip_renewal_due)
+            self._vip_renewal_due = False
         except VipError as exc:
             self.vip.error = str(exc)
             self._failed(f"virtual IP: {exc}")
@@ -456,7 +461,8 @@ async def start_cluster(
     """Open the coordinator, start this node's HA loop; raise CoordinatorError if the
     coordinator cannot be opened."""
     coordinator = await open_coordinator(config)
-    vip = Vip(config.vip) if config.vip is not None else None
+    vip = (Vip(config.vip, address_lifetime(config.lease_ttl))
+           if config.vip is not None else None)
     loop = HaLoop(coordinator, me, address, events, ready, config.mode, vip)
     try:
         await loop.start()
