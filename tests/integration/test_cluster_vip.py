@@ -17,27 +17,27 @@ link that is up.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Generator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ninelives.cluster.vip import address_lifetime
-from tests.support.netlab import HOSTS, VIP, Lab, SplitBrainWatch, answers, restored_after
-from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
+from tests.support.netlab import (
+    Cluster,
+    Lab,
+    SplitBrainWatch,
+    answers,
+    built_lab,
+    needs_netns,
+    restored_after,
+    start_backend,
+    start_probe,
 )
+from tests.support.node import Harness, wait_until
+
+pytestmark = needs_netns
 
 LEASE_TTL = 1.0
 MUST_RESTORE_WITHIN = 1.5  # seconds: issue 4's must for `local` with a 1 s lease
@@ -46,94 +46,25 @@ TRIALS = 3
 KERNEL_EXPIRY_SLACK = 1.5  # seconds past an address's lifetime before the kernel removes it
 
 
+
+
 @pytest.fixture
 def lab() -> Generator[Lab, None, None]:
-    made = Lab()
-    try:
-        made.build()
+    with built_lab() as made:
         yield made
-    finally:
-        left = made.destroy()
-        assert not left, f"could not remove namespaces {left}"
 
 
-def node_config(harness: Harness, name: str) -> Path:
-    return harness.write_config({
-        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
-        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-        "listeners": [{"name": "web", "bind": "0.0.0.0:8080", "protocol": "http",
-                       "pool": "app"}],
-        "pools": {"app": {
-            "health": {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1,
-                       "fall": 2},
-            "servers": [{"name": "b1", "address": f"10.77.0.{HOSTS['backend']}:8000"}],
-        }},
-        "cluster": {
-            "coordinator": "local",
-            "local": {"path": str(harness.directory / "cluster.db")},
-            "lease_ttl": f"{LEASE_TTL:g}s",
-            "vip": {"address": f"{VIP}/24", "interface": "eth0"},
-        },
-    }, name)
-
-
-class Cluster:
-    def __init__(self, lab: Lab, harness: Harness) -> None:
-        self.lab = lab
-        self.harness = harness
-        self.nodes: dict[str, Process] = {}
-        self.admin: dict[str, str] = {}
-
-    def start(self, name: str) -> Process:
-        argv = self.lab.exec(name, str(NINELIVES), "run", str(node_config(self.harness, name)))
-        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
-        fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
-        self.nodes[name], self.admin[name] = process, fields["admin"]
-        return process
-
-    def status(self, name: str) -> dict[str, Any]:
-        argv = self.lab.exec(name, str(NINELIVES), "status", "--json", "--admin",
-                             self.admin[name])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-        cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
-        return cluster
-
-    def holder(self) -> str | None:
-        held = [h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h)]
-        assert len(held) <= 1, f"both nodes hold the VIP: {held}"
-        return held[0] if held else None
-
-    def rejoins_as_follower(self, old: str, leader: str) -> None:
-        """``old`` (running again) follows ``leader``, which keeps the VIP for 3 leases."""
-        wait_until(lambda: self.status(old)["role"] == "follower"
-                   and self.status(old)["leader"] is not None, timeout=10,
-                   message=f"{old} restarted follows")
-        assert self.status(old)["leader"]["name"] == leader
-        held_until = time.monotonic() + 3 * LEASE_TTL
-        while time.monotonic() < held_until:
-            assert self.holder() == leader, f"the VIP left {leader}"
-
-
-def start_backend(lab: Lab, harness: Harness) -> None:
-    argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend",
-                    "--name", "b1", "--host", "0.0.0.0", "--port", "8000")
-    harness.spawn("backend-b1", argv, "backend ready")
-
-
-def start_probe(lab: Lab, harness: Harness) -> Process:
-    argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
-                    "--host", VIP, "--port", "8080")
-    probe = harness.spawn("probe", argv, "probe ready")
-    wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
-               message="the client gets answers through the VIP")
-    return probe
+def local_cluster(lab: Lab, harness: Harness) -> Cluster:
+    path = str(harness.directory / "cluster.db")
+    return Cluster(lab, harness, {"coordinator": "local", "local": {"path": path},
+                                  "lease_ttl": f"{LEASE_TTL:g}s"}, LEASE_TTL)
 
 
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(
     lab: Lab, harness: Harness,
 ) -> None:
     start_backend(lab, harness)
-    cluster = Cluster(lab, harness)
+    cluster = local_cluster(lab, harness)
     watch = SplitBrainWatch(lab)
     watch.start()
     try:
@@ -170,10 +101,7 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
         # (d) a planned switchover, asked of the follower: the VIP moves back.
         follower = "lb-2" if leader == "lb-1" else "lb-1"
         asked_at = time.monotonic()
-        done = subprocess.run(
-            lab.exec(follower, str(NINELIVES), "switchover", "--to", follower,
-                     "--admin", cluster.admin[follower], "--token", TOKEN),
-            capture_output=True, text=True, timeout=60)
+        done = cluster.ninelives(follower, "switchover", "--to", follower)
         assert done.returncode == 0, done
         assert done.stdout.startswith(f"{leader} -> {follower} in "), done.stdout
         wait_until(lambda: cluster.holder() == follower, timeout=10,
@@ -207,7 +135,7 @@ def test_a_leader_process_killed_on_a_live_link_leaves_a_vip_the_kernel_removes(
     """SIGKILL alone, the link up: nobody can remove the dead leader's address, so it is
     added with a lifetime of one lease, renewed with the lease: the kernel removes it."""
     start_backend(lab, harness)
-    cluster = Cluster(lab, harness)
+    cluster = local_cluster(lab, harness)
     watch = SplitBrainWatch(lab)
     watch.start()
     try:

@@ -8,17 +8,33 @@ so that several runs (tests, benchmarks) can build labs at the same time.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import shutil
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from tests.support.node import Process
+import pytest
+
+from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
 
 VIP = "10.77.0.100"
 SUBNET = "10.77.0.{}/24"
 HOSTS = {"lb-1": 11, "lb-2": 12, "backend": 20, "client": 30}
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
+)
+NODES = ("lb-1", "lb-2")  # the hosts that run ninelives
+NOWHERE_MAC = "02:00:00:00:00:99"  # locally administered, on no interface of a lab
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -28,9 +44,13 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Lab:
     """The namespaces, the bridge and the veth pairs of one test."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: Mapping[str, int] = HOSTS) -> None:
         self.tag = secrets.token_hex(2)  # names unique to this run: others may test too
+        self.hosts = dict(hosts)  # host name -> last octet of its address on SUBNET
         self.namespaces: list[str] = []
+
+    def address(self, host: str) -> str:
+        return SUBNET.format(self.hosts[host]).split("/")[0]
 
     def ns(self, host: str) -> str:
         return f"nl{self.tag}-{host}"
@@ -39,7 +59,7 @@ class Lab:
         bridge = self._add_namespace("br")
         ip("-n", bridge, "link", "add", "br0", "type", "bridge")
         ip("-n", bridge, "link", "set", "br0", "up")
-        for host, last in HOSTS.items():
+        for host, last in self.hosts.items():
             ns = self._add_namespace(host)
             port = f"v-{host}"
             ip("-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0",
@@ -83,6 +103,114 @@ class Lab:
     def exec(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
 
+    def cut_off(self, host: str, *others: str) -> None:
+        """Silently drop everything ``host`` sends to ``others``, its link still up: their
+        addresses are pinned to a MAC address nobody has, so packets leave and are lost, as
+        over a cut cable (no iptables needed; the kernel answers nothing, so TCP times out)."""
+        for other in others:
+            ip("-n", self.ns(host), "neigh", "replace", self.address(other), "lladdr",
+               NOWHERE_MAC, "dev", "eth0", "nud", "permanent")
+
+    def reconnect(self, host: str, *others: str) -> None:
+        """Undo :meth:`cut_off`: ``host`` asks ARP for ``others`` again."""
+        for other in others:
+            ip("-n", self.ns(host), "neigh", "del", self.address(other), "dev", "eth0")
+
+
+@contextmanager
+def built_lab(hosts: Mapping[str, int] = HOSTS) -> Iterator[Lab]:
+    """A lab built for the time of a ``with``, removed also on failure."""
+    made = Lab(hosts)
+    try:
+        made.build()
+        yield made
+    finally:
+        left = made.destroy()
+        assert not left, f"could not remove namespaces {left}"
+
+
+def start_backend(lab: Lab, harness: Harness) -> Process:
+    """The backend ``b1`` on port 8000 of the backend namespace."""
+    argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend",
+                    "--name", "b1", "--host", "0.0.0.0", "--port", "8000")
+    return harness.spawn("backend-b1", argv, "backend ready")
+
+
+def start_probe(lab: Lab, harness: Harness) -> Process:
+    """The client's probe of the VIP (tests/support/vip_probe.py), once it has an answer."""
+    argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
+                    "--host", VIP, "--port", "8080")
+    probe = harness.spawn("probe", argv, "probe ready")
+    wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
+               message="the client gets answers through the VIP")
+    return probe
+
+
+def node_config(harness: Harness, name: str, cluster: Mapping[str, Any]) -> Path:
+    """A node in front of the backend, listening on every address (so on the VIP), with
+    ``cluster`` as its cluster section plus the VIP on eth0."""
+    return harness.write_config({
+        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "listeners": [{"name": "web", "bind": "0.0.0.0:8080", "protocol": "http",
+                       "pool": "app"}],
+        "pools": {"app": {
+            "health": {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1,
+                       "fall": 2},
+            "servers": [{"name": "b1", "address": f"10.77.0.{HOSTS['backend']}:8000"}],
+        }},
+        "cluster": {**cluster, "vip": {"address": f"{VIP}/24", "interface": "eth0"}},
+    }, name)
+
+
+class Cluster:
+    """The ninelives nodes of a lab, each in its namespace, with ``cluster`` as their
+    cluster section; read their status through the CLI, see who holds the VIP."""
+
+    def __init__(self, lab: Lab, harness: Harness, cluster: Mapping[str, Any],
+                 lease_ttl: float) -> None:
+        self.lab = lab
+        self.harness = harness
+        self.cluster = cluster
+        self.lease_ttl = lease_ttl
+        self.nodes: dict[str, Process] = {}
+        self.admin: dict[str, str] = {}
+
+    def start(self, name: str, **extra: Any) -> Process:
+        config = node_config(self.harness, name, {**self.cluster, **extra})
+        argv = self.lab.exec(name, str(NINELIVES), "run", str(config))
+        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
+        fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
+        self.nodes[name], self.admin[name] = process, fields["admin"]
+        return process
+
+    def ninelives(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ninelives ARGS --admin`` of node ``name``, run in its namespace."""
+        argv = self.lab.exec(name, str(NINELIVES), *args, "--admin", self.admin[name],
+                             "--token", TOKEN)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    def status(self, name: str) -> dict[str, Any]:
+        done = self.ninelives(name, "status", "--json")
+        done.check_returncode()
+        cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
+        return cluster
+
+    def holder(self) -> str | None:
+        held = [h for h in NODES if self.lab.holds_vip(h)]
+        assert len(held) <= 1, f"both nodes hold the VIP: {held}"
+        return held[0] if held else None
+
+    def rejoins_as_follower(self, old: str, leader: str) -> None:
+        """``old`` (running again) follows ``leader``, which keeps the VIP for 3 leases."""
+        wait_until(lambda: self.status(old)["role"] == "follower"
+                   and self.status(old)["leader"] is not None, timeout=10,
+                   message=f"{old} follows")
+        assert self.status(old)["leader"]["name"] == leader
+        held_until = time.monotonic() + 3 * self.lease_ttl
+        while time.monotonic() < held_until:
+            assert self.holder() == leader, f"the VIP left {leader}"
+
 
 @dataclass
 class SplitBrainWatch:
@@ -104,7 +232,7 @@ class SplitBrainWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             at = time.monotonic()
-            held = tuple(h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h))
+            held = tuple(h for h in NODES if self.lab.holds_vip(h))
             self.samples += 1
             self.last = at
             if not self.holders or self.holders[-1][1] != held:
