@@ -163,6 +163,10 @@ def node_config(harness: Harness, name: str, cluster: Mapping[str, Any]) -> Path
     }, name)
 
 
+def other(node: str) -> str:
+    return NODES[1 - NODES.index(node)]
+
+
 class Cluster:
     """The ninelives nodes of a lab, each in its namespace, with ``cluster`` as their
     cluster section; read their status through the CLI, see who holds the VIP."""
@@ -201,13 +205,13 @@ class Cluster:
         assert len(held) <= 1, f"both nodes hold the VIP: {held}"
         return held[0] if held else None
 
-    def rejoins_as_follower(self, old: str, leader: str) -> None:
-        """``old`` (running again) follows ``leader``, which keeps the VIP for 3 leases."""
+    def rejoins_as_follower(self, old: str, leader: str, leases: float = 3) -> None:
+        """``old`` (running again) follows ``leader``, which keeps the VIP for ``leases``."""
         wait_until(lambda: self.status(old)["role"] == "follower"
                    and self.status(old)["leader"] is not None, timeout=10,
                    message=f"{old} follows")
         assert self.status(old)["leader"]["name"] == leader
-        held_until = time.monotonic() + 3 * self.lease_ttl
+        held_until = time.monotonic() + leases * self.lease_ttl
         while time.monotonic() < held_until:
             assert self.holder() == leader, f"the VIP left {leader}"
 
