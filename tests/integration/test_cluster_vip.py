@@ -172,3 +172,80 @@ def test_a_leader_process_killed_on_a_live_link_leaves_a_vip_the_kernel_removes(
     assert all(at < killed_at + gone_after for at in watch.both), watch.holders
     assert times and not failed, (len(times), failed)
     assert gap < BUSY_MACHINE_LIMIT, gap
+
+
+SWITCHOVERS = 4
+
+
+def test_a_node_of_higher_priority_takes_the_lead_back_and_handovers_fail_no_request(
+    lab: Lab, harness: Harness,
+) -> None:
+    """Failback (preempt) and switchovers under a client with connection retry: every
+    handover of the lead, none of them failing a request."""
+    start_backend(lab, harness)
+    cluster = local_cluster(lab, harness)
+    watch = SplitBrainWatch(lab)
+    watch.start()
+    try:
+        cluster.start("lb-2")  # priority 100, the default
+        wait_until(lambda: cluster.holder() == "lb-2", timeout=10, message="lb-2 leads")
+        probe = start_probe(lab, harness, "--retry-connect", "3", "--answer-timeout", "2",
+                            "--stop-after", "120")
+        # (a) lb-1, of higher priority with preempt on, joins: it takes the lead back.
+        joined_at = time.monotonic()
+        cluster.start("lb-1", priority=200, preempt=True)
+        wait_until(lambda: cluster.holder() == "lb-1", timeout=10,
+                   message="lb-1 takes the lead back")
+        preempted_after = time.monotonic() - joined_at
+        assert cluster.status("lb-2")["reason"] == (
+            "stepping down: switchover requested, handing the lead to lb-1")
+        assert ("taking the lead back: I am lb-1 (priority 200, preempt on, back and ready for"
+                in cluster.nodes["lb-1"].log_path.read_text())
+        # (b) switchovers back and forth: lb-1 does not take back a lead it handed over.
+        took: list[str] = []
+        for turn in range(SWITCHOVERS):
+            leader, to = ("lb-1", "lb-2") if turn % 2 == 0 else ("lb-2", "lb-1")
+            done = cluster.ninelives(leader, "switchover", "--to", to)
+            assert done.returncode == 0, done
+            took.append(done.stdout.split(" in ")[1].split()[0])
+            wait_until(lambda t=to: cluster.holder() == t, timeout=10,
+                       message=f"switchover {turn}: {to} holds the VIP")
+        cluster.rejoins_as_follower("lb-2", "lb-1")  # lb-1 leads after an even count
+        handovers_end = time.monotonic()
+        # (c) lb-1 dies (killed, link down), lb-2 takes over, lb-1 comes back: it takes the
+        # lead back.
+        cluster.nodes["lb-1"].kill()
+        lab.set_link("lb-1", "down")
+        wait_until(lambda: cluster.holder() == "lb-2", timeout=10, message="lb-2 takes over")
+        # The probe asks one request at a time: an answer now means the request lb-1 died
+        # with is over (it may have failed: a node loss is not a handover).
+        took_over = time.monotonic()
+        wait_until(lambda: restored_after(probe, took_over) is not None, timeout=10,
+                   message="the client gets answers from lb-2")
+        cluster.start("lb-1", priority=200, preempt=True)
+        back_at = time.monotonic()
+        lab.set_link("lb-1", "up")
+        wait_until(lambda: cluster.holder() == "lb-1", timeout=10,
+                   message="lb-1, back, takes the lead back")
+        returned_after = time.monotonic() - back_at
+        wait_until(lambda: restored_after(probe, time.monotonic() - 0.001) is not None,
+                   timeout=10, message="the client gets answers after the failback")
+        ended = time.monotonic()
+    finally:
+        watch.stop()
+    served, failed = answers(probe, joined_at, handovers_end)
+    retried = sum(1 for line in "".join(probe.extra_stdout).splitlines()
+                  if joined_at <= float(line.split()[0]) <= handovers_end
+                  and not line.endswith(" connects=1"))
+    longest = max(b - a for a, b in itertools.pairwise(served))
+    after_return, failed_return = answers(probe, back_at, ended)
+    print(f"\nfailback on join after {preempted_after:.3f}s, on return after "
+          f"{returned_after:.3f}s; {SWITCHOVERS} switchovers ({', '.join(took)}); "
+          f"{len(served)} requests over the handovers, {failed} failed, longest gap "
+          f"{longest:.3f}s, {retried} requests needed more than one connect; after the "
+          f"return {len(after_return)} answered, {failed_return} failed; "
+          f"split-brain samples {len(watch.both)} of {watch.samples}")
+    assert failed == 0, failed
+    assert not watch.both, f"both nodes held the VIP at {watch.both} ({watch.holders})"
+    assert longest < MUST_RESTORE_WITHIN, longest
+    assert after_return and failed_return == 0, failed_return

@@ -136,10 +136,11 @@ def start_backend(lab: Lab, harness: Harness) -> Process:
     return harness.spawn("backend-b1", argv, "backend ready")
 
 
-def start_probe(lab: Lab, harness: Harness) -> Process:
-    """The client's probe of the VIP (tests/support/vip_probe.py), once it has an answer."""
+def start_probe(lab: Lab, harness: Harness, *options: str) -> Process:
+    """The client's probe of the VIP (tests/support/vip_probe.py, with ``options``), once it
+    has an answer."""
     argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
-                    "--host", VIP, "--port", "8080")
+                    "--host", VIP, "--port", "8080", *options)
     probe = harness.spawn("probe", argv, "probe ready")
     wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
                message="the client gets answers through the VIP")

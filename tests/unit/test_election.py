@@ -14,6 +14,7 @@ from ninelives.cluster.election import (
     TRANSITIONS,
     Action,
     Decision,
+    Failback,
     Handover,
     Holder,
     ImpossibleTransition,
@@ -384,3 +385,51 @@ def test_during_a_switchover_only_the_successor_takes_the_lead() -> None:
     assert anyone.action is Action.ACQUIRE
     old_to_anyone = decide(follower_view(me="lb-9", handover=Handover("lb-9")))
     assert old_to_anyone.reason.endswith("(switchover to another node)")
+
+
+# -- failback (preempt) --------------------------------------------------------------------
+
+
+LB2 = Holder("lb-2", 7)
+
+
+def back(priority: int = 200, leader_priority: int | None = 100,
+         ready_since: float | None = 0.0, returned_under: Holder | None = LB2) -> Failback:
+    return Failback(priority, leader_priority, ready_since, returned_under, settle=TTL)
+
+
+def test_a_node_of_higher_priority_with_preempt_asks_for_the_lead_back() -> None:
+    decision = decide(follower_view(now=5.0, holder=LB2, failback=back()))
+    assert decision == Decision(
+        Action.PREEMPT,
+        "taking the lead back: I am lb-1 (priority 200, preempt on, back and ready for 5.0s); "
+        "lb-2 leads with priority 100: asking it to hand over",
+        Role.FOLLOWER, pytest.approx(5.0 + TTL / 3),
+    )
+
+
+@pytest.mark.parametrize(("failback", "why"), [
+    (None, "preempt off: the default, stay"),
+    (back(priority=100), "the same priority"),
+    (back(priority=50), "a lower priority"),
+    (back(leader_priority=None), "the leader's priority not known yet"),
+    (back(ready_since=None), "not ready"),
+    (back(ready_since=4.0), "ready for less than a lease"),
+    (back(returned_under=Holder("lb-2", 6)), "lb-2 took the lead again while I was ready"),
+    (back(returned_under=None), "nobody led when I returned: lb-2 won the free lead"),
+])
+def test_a_follower_does_not_preempt_unless_it_outranks_a_leader_and_is_settled(
+    failback: Failback | None, why: str,
+) -> None:
+    decision = decide(follower_view(now=5.0, holder=LB2, failback=failback))
+    assert decision.action is Action.FOLLOW, why
+
+
+def test_no_preempting_while_a_switchover_is_under_way_or_when_nobody_leads() -> None:
+    during = decide(follower_view(now=5.0, holder=LB2, failback=back(),
+                                  handover=Handover("lb-2", "lb-1")))
+    assert during.action is Action.FOLLOW
+    free = decide(follower_view(now=5.0, failback=back()))
+    assert free.action is Action.ACQUIRE  # a free lead is taken, not preempted
+    leading = decide(leader_view(now=0.1, failback=back()))
+    assert leading.action is Action.HOLD

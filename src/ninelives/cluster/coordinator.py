@@ -133,7 +133,8 @@ MemberHealth = Literal["healthy", "unhealthy"]
 @dataclass(frozen=True, slots=True)
 class Member:
     """A node's record in the member list. ``reason`` says why its role is what it is,
-    ``since`` is when it took that role (seconds since the epoch; 0: not told)."""
+    ``since`` is when it took that role (seconds since the epoch; 0: not told),
+    ``priority`` its claim to take the lead back (``cluster.priority``)."""
 
     name: str
     address: str
@@ -141,6 +142,7 @@ class Member:
     health: MemberHealth
     reason: str = ""
     since: float = 0.0
+    priority: int = 0
 
     @property
     def key(self) -> str:
@@ -149,7 +151,8 @@ class Member:
     def to_json(self) -> str:
         return json.dumps(
             {"name": self.name, "address": self.address, "role": self.role,
-             "health": self.health, "reason": self.reason, "since": self.since},
+             "health": self.health, "reason": self.reason, "since": self.since,
+             "priority": self.priority},
             sort_keys=True,
         )
 
@@ -167,11 +170,13 @@ class Member:
         name, address, reason = data.get("name"), data.get("address"), data.get("reason", "")
         if not (isinstance(name, str) and isinstance(address, str) and isinstance(reason, str)):
             raise ValueError(f"expected name, address and reason as strings in {text[:80]!r}")
-        since = data.get("since", 0.0)
+        since, priority = data.get("since", 0.0), data.get("priority", 0)
         if not isinstance(since, int | float) or isinstance(since, bool):
             raise ValueError(f"expected since as a number in {text[:80]!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"expected priority as a whole number in {text[:80]!r}")
         return cls(name=name, address=address, role=role, health=health, reason=reason,
-                   since=float(since))
+                   since=float(since), priority=priority)
 
 
 class Watch(Protocol):

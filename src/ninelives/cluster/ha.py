@@ -48,6 +48,7 @@ from ninelives.cluster.coordinator import (
 from ninelives.cluster.election import (
     Action,
     Decision,
+    Failback,
     Handover,
     Holder,
     Role,
@@ -57,6 +58,7 @@ from ninelives.cluster.election import (
 )
 from ninelives.cluster.vip import Vip, VipError, address_lifetime
 from ninelives.config import ClusterConfig
+from ninelives.config.cluster import DEFAULT_PRIORITY
 from ninelives.events import EventLog
 
 log = logging.getLogger("ninelives.cluster.ha")
@@ -106,6 +108,8 @@ class HaLoop:
         vip: Vip | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        priority: int = DEFAULT_PRIORITY,
+        preempt: bool = False,
     ) -> None:
         self.coordinator = coordinator
         self.me = me
@@ -114,6 +118,8 @@ class HaLoop:
         self.ready = ready
         self.mode = mode
         self.vip = vip
+        self.priority = priority
+        self.preempt = preempt  # take the lead back from a leader of lower priority
         self.clock = clock
         self.wall = wall
         self.timing = Timing(coordinator.ttl)
@@ -133,6 +139,9 @@ class HaLoop:
         self._renew_error = ""
         self._lost_because = ""
         self._vip_renewal_due = False  # the lease was renewed: renew the VIP's lifetime too
+        self._ready_since: float | None = None  # ready without a break since (None: not ready)
+        self._returned_under: Holder | None = None  # the leader when this node became ready
+        self._preempting: Lease | None = None  # the switchover key this node wrote to preempt
         self._wake = asyncio.Event()  # the leader key changed, or the node stops
         self._member_changed = asyncio.Event()  # the record must be written again
         self._stopping = False
@@ -197,11 +206,16 @@ class HaLoop:
                 self._handover = parse_handover(entry.value if entry is not None else None)
         now = self.clock()
         not_ready = self.ready()
+        if not_ready is not None:
+            self._ready_since = None
+        elif self._ready_since is None:
+            self._ready_since, self._returned_under = now, self._holder
         decision = decide(View(
             me=self.me, now=now, role=self.role, holder=self._holder, lease=self._lease,
             timing=self.timing, ready=not_ready is None, not_ready_because=not_ready or "",
             renew_failed_at=self._renew_failed_at, renew_error=self._renew_error,
             lost_because=self._lost_because, handover=self._handover,
+            failback=self._failback(),
         ))
         if self.decision is None or decision.action is not self.decision.action:
             log.debug("cluster: %s", decision.reason)
@@ -215,6 +229,15 @@ class HaLoop:
         next_at = await self._act(decision)
         await self._apply_vip(decision.reason)
         return next_at
+
+    def _failback(self) -> Failback | None:
+        if not self.preempt:
+            return None
+        holder = self._holder
+        leader = next((m for m in self.members if holder is not None and m.name == holder.name),
+                      None)
+        return Failback(self.priority, leader.priority if leader is not None else None,
+                        self._ready_since, self._returned_under, settle=self.timing.ttl)
 
     async def _act(self, decision: Decision) -> float:
         action, now = decision.action, self.clock()
@@ -235,6 +258,9 @@ class HaLoop:
             return self.clock()
         if action is Action.PROMOTE:
             self._set_role(Role.LEADER, decision.reason)
+            request, self._preempting = self._preempting, None
+            if request is not None:
+                await self._handed_over(request)
         elif action is Action.RENEW and self._lease is not None:
             await self._renew(self._lease, decision.check_by)
             return self.clock()
@@ -244,6 +270,12 @@ class HaLoop:
             await self._give_back()
         elif action is Action.RELEASE:
             await self._give_back()
+        elif action is Action.PREEMPT and self._holder is not None:
+            log.info("cluster: %s", decision.reason)
+            try:
+                self._preempting = await self._request_handover(self._holder.name, self.me)
+            except CoordinatorError as exc:
+                self._failed(f"could not ask for the lead back: {exc}")
         return decision.check_by
 
     async def _renew(self, lease: Lease, by: float) -> None:
@@ -296,7 +328,8 @@ class HaLoop:
         role = "active" if self.mode == "active-active" else self.role.value
         return Member(self.me, self.address, role,  # type: ignore[arg-type]
                       "healthy" if not_ready is None else "unhealthy",
-                      self.change_reason if not_ready is None else not_ready, self.since)
+                      self.change_reason if not_ready is None else not_ready, self.since,
+                      self.priority)
 
     async def _membership(self) -> None:
         """Keep the member record and read the others', in a task of its own."""
@@ -382,28 +415,44 @@ class HaLoop:
         elif not any(m.health == "healthy" for m in others):
             raise SwitchoverError(409, f"no other ready node to hand the lead over to "
                                        f"(nodes: {', '.join(m.name for m in members)})")
-        request = json.dumps({"leader": leader, "to": to or ""})
         started = self.clock()
         try:
-            lease = await self._call("acquire", self.coordinator.acquire(SWITCHOVER_KEY, request))
+            request = await self._request_handover(leader, to)
         except CoordinatorError as exc:
             raise SwitchoverError(503, f"the coordinator: {exc}") from None
-        if lease is None:
+        if request is None:
             raise SwitchoverError(409, "a switchover is already in progress")
-        self._handover = parse_handover(request)
-        self._wake.set()
-        log.info("cluster: switchover requested: %s hands the lead to %s", leader,
-                 to or "another node")
         deadline = started + 3 * self.timing.ttl
         while self.clock() < deadline:
             await asyncio.sleep(self._retry_every())
             with contextlib.suppress(CoordinatorError):
                 now = await self._call("get", self.coordinator.get(LEADER_KEY))
                 if now is not None and now.value != leader:
+                    took = self.clock() - started
+                    await self._handed_over(request)
                     return {"from": leader, "to": now.value, "token": now.token,
-                            "took_s": round(self.clock() - started, 3)}
+                            "took_s": round(took, 3)}
         raise SwitchoverError(504, f"no other node took the lead within "
                                    f"{deadline - started:.1f}s; the request lapses by itself")
+
+    async def _request_handover(self, leader: str, to: str | None) -> Lease | None:
+        """Write the switchover key: ``leader`` hands the lead to ``to`` (None: any other
+        node). None if another switchover holds the key."""
+        request = json.dumps({"leader": leader, "to": to or ""})
+        lease = await self._call("acquire", self.coordinator.acquire(SWITCHOVER_KEY, request))
+        if lease is None:
+            return None
+        self._handover = parse_handover(request)
+        self._wake.set()
+        log.info("cluster: switchover requested: %s hands the lead to %s", leader,
+                 to or "another node")
+        return lease
+
+    async def _handed_over(self, request: Lease) -> None:
+        """Another node leads now: delete the switchover key, so that the next switchover
+        need not wait for it to lapse (if this fails, it lapses after its lease)."""
+        with contextlib.suppress(CoordinatorError):
+            await self._call("release", self.coordinator.release(request))
 
     async def _sleep_until(self, wake: asyncio.Event, at: float) -> None:
         delay = at - self.clock()
@@ -446,8 +495,11 @@ class HaLoop:
             },
             "members": [
                 {"name": m.name, "address": m.address, "role": m.role, "health": m.health,
-                 "since": m.since, "reason": m.reason} for m in self.members
+                 "since": m.since, "reason": m.reason, "priority": m.priority}
+                for m in self.members
             ],
+            "priority": self.priority,
+            "preempt": self.preempt,
             "switchover": None if self._handover is None else {
                 "leader": self._handover.leader, "to": self._handover.to},
             "error": self.error,
@@ -463,7 +515,8 @@ async def start_cluster(
     coordinator = await open_coordinator(config)
     vip = (Vip(config.vip, address_lifetime(config.lease_ttl))
            if config.vip is not None else None)
-    loop = HaLoop(coordinator, me, address, events, ready, config.mode, vip)
+    loop = HaLoop(coordinator, me, address, events, ready, config.mode, vip,
+                  priority=config.priority, preempt=config.preempt)
     try:
         await loop.start()
     except BaseException:
