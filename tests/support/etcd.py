@@ -51,15 +51,17 @@ def start_etcd_cluster(
     each started under ``wrap(name)`` (``ip netns exec NS``: the test's processes may not
     reach these addresses themselves, so readiness is the member's log saying it joined).
 
-    Raft runs with a 100 ms heartbeat and a 500 ms election timeout (etcd's defaults:
-    100 ms, 1 s), so that a killed raft leader is replaced within about a second, well
-    inside the leases the tests use (etcd's minimum lease is then 1 s: 1.5 election
+    Raft runs with a 50 ms heartbeat and a 300 ms election timeout (etcd's defaults:
+    100 ms, 1 s), so that a killed raft leader is replaced within about half a second.
+    A ninelives leader whose renewal is caught in that election has a third of its lease
+    to get the answer before it steps down; with a 500 ms election timeout and a 3 s lease
+    it did not, in 1 of 8 runs (etcd's minimum lease is 1 s either way: 1.5 election
     timeouts, rounded up).
     """
     peers = ",".join(f"{name}=http://{address}:2380" for name, address in members.items())
     started = [
         _spawn(harness, name, wrap(name), f"http://{address}:2379", f"http://{address}:2380",
-               peers, ["--heartbeat-interval", "100", "--election-timeout", "500"])
+               peers, ["--heartbeat-interval", "50", "--election-timeout", "300"])
         for name, address in members.items()
     ]
     for etcd in started:

@@ -35,6 +35,7 @@ needs_netns = pytest.mark.skipif(
 )
 NODES = ("lb-1", "lb-2")  # the hosts that run ninelives
 NOWHERE_MAC = "02:00:00:00:00:99"  # locally administered, on no interface of a lab
+MIN_SAMPLES = 100  # a split-brain watch that saw fewer could have missed an overlap
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -189,6 +190,12 @@ class Cluster:
         self.nodes[name], self.admin[name] = process, fields["admin"]
         return process
 
+    def start_all(self) -> str:
+        """Start every node; return the one that holds the VIP."""
+        for name in NODES:
+            self.start(name)
+        return wait_until(self.holder, timeout=15, message="one node holds the VIP")
+
     def ninelives(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         """``ninelives ARGS --admin`` of node ``name``, run in its namespace."""
         argv = self.lab.exec(name, str(NINELIVES), *args, "--admin", self.admin[name],
@@ -249,6 +256,11 @@ class SplitBrainWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+    def assert_never_two(self) -> None:
+        """No sample saw both nodes hold the VIP, and there were enough samples to tell."""
+        assert not self.both, f"both nodes held the VIP at {self.both} ({self.holders})"
+        assert self.samples > MIN_SAMPLES, self.samples
 
     def overlap(self) -> float:
         """Seconds during which both nodes held the VIP, as far as the samples tell."""
