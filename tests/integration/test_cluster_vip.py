@@ -196,6 +196,11 @@ def test_a_node_of_higher_priority_takes_the_lead_back_and_handovers_fail_no_req
             "stepping down: switchover requested, handing the lead to lb-1")
         assert ("taking the lead back: I am lb-1 (priority 200, preempt on, back and ready for"
                 in cluster.nodes["lb-1"].log_path.read_text())
+        table = cluster.ninelives("lb-2", "status").stdout
+        assert "lb-1 leads since" in table and "preempt on" not in table, table
+        assert [line.split("│")[4].strip() for line in table.splitlines()
+                if line.startswith("│ lb-")] == ["200", "100"], table
+        assert "preempt on here" in " ".join(cluster.ninelives("lb-1", "status").stdout.split())
         # (b) switchovers back and forth: lb-1 does not take back a lead it handed over.
         took: list[str] = []
         for turn in range(SWITCHOVERS):
