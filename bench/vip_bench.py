@@ -32,12 +32,11 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,6 +46,17 @@ if str(ROOT) not in sys.path:  # the lab and the probe are the cluster tests' ow
     sys.path.insert(0, str(ROOT))
 
 from bench_procs import Processes, install_missing  # noqa: E402
+from vip_report import (  # noqa: E402
+    BASELINE,
+    RESTORE_TIMEOUT,
+    Cut,
+    Summary,
+    Trial,
+    render_cuts,
+    render_losses,
+    seconds,
+    verdicts,
+)
 from vip_systems import KeepalivedPair, NinelivesPair, Pair  # noqa: E402
 
 from tests.support.etcd import start_etcd  # noqa: E402
@@ -64,7 +74,6 @@ from tests.support.netlab import (  # noqa: E402
 from tests.support.node import Harness, wait_until  # noqa: E402
 
 SYSTEMS = ("keepalived", "keepalived-fast", "ninelives-local", "ninelives-etcd")
-BASELINE = "keepalived"
 LOCAL_LEASE = 1.0
 # etcd grants no lease under 1.5 x its election timeout (1 s by default), rounded up to
 # whole seconds: 2 s is the shortest it gives with its default timing.
@@ -73,24 +82,10 @@ ETCD_LEASE = 2.0
 MUST_WITHIN = {"ninelives-local": 1.5, "ninelives-etcd": ETCD_LEASE + 0.5}
 ETCD_HOST = ("etcd", 40)  # its own namespace on the bridge, 10.77.0.40
 SETTLE_TIMEOUT = 20.0  # seconds for a fresh pair to have a holder and a ready peer
-RESTORE_TIMEOUT = 15.0  # seconds after the kill before a trial counts as not restored
+POLL = 0.05  # seconds between looks at the holder during a cut
 ANSWERS_BEFORE = 20  # answers through the VIP before the kill: the client's path is warm
 ANSWERS_AFTER = 10  # answers after the first one back: the gap after it is seen too
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "vip.json"
-
-
-@dataclass(frozen=True, slots=True)
-class Trial:
-    system: str
-    number: int
-    holder: str = ""
-    restored_s: float | None = None  # from the kill to the client's first answer
-    longest_gap_s: float | None = None  # between two answers, the kill in between
-    failed_attempts: int = 0  # the client's attempts that got no answer meanwhile
-    kill_s: float = 0.0  # how long killing the node and setting its link down took
-    samples: int = 0  # looks at both interfaces
-    both: int = 0  # of them, with the VIP on both nodes' links that are up
-    error: str = ""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,13 +93,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=5, help="trials per system")
     parser.add_argument("--only", choices=SYSTEMS, action="append",
                         help="run only these systems (repeatable)")
+    parser.add_argument("--cuts", type=int, default=2,
+                        help="trials per system with the nodes cut off from each other")
+    parser.add_argument("--cut-for", type=float, default=5.0,
+                        help="seconds the nodes stay cut off from each other")
     parser.add_argument("--fast-advert", type=float, default=0.1,
                         help="keepalived-fast's advert_int in seconds (0.01 at least)")
     parser.add_argument("--json", type=Path, default=RESULTS_PATH, help="where to write results")
     parser.add_argument("--keep", action="store_true", help="keep configs and logs")
     args = parser.parse_args(argv)
-    if args.trials < 1 or args.fast_advert < 0.01:
-        parser.error("--trials must be at least 1, --fast-advert at least 0.01")
+    if args.trials < 1 or args.cuts < 0 or args.cut_for <= 0 or args.fast_advert < 0.01:
+        parser.error("--trials must be at least 1, --cuts at least 0, --cut-for positive, "
+                     "--fast-advert at least 0.01")
     return args
 
 
@@ -113,28 +113,43 @@ def sole_holder(lab: Lab) -> str | None:
     return held[0] if len(held) == 1 else None
 
 
-def run_trial(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
-    for node in NODES:  # as after a reboot: no address left over, link up
+def watched(lab: Lab) -> SplitBrainWatch:
+    """A fresh start for a trial, as after a reboot (no address left over, links up, nodes
+    not cut off), and a watch for two holders, started."""
+    for node in NODES:
         lab.clear_vip(node)
         lab.set_link(node, "up")
+    lab.isolate(*NODES, on=False)
     watch = SplitBrainWatch(lab)
     watch.start()
+    return watch
+
+
+def settle(pair: Pair, lab: Lab) -> str:
+    """Start both nodes; the holder, once its peer is ready to take over."""
+    pair.start()
+    holder = wait_until(lambda: sole_holder(lab), timeout=SETTLE_TIMEOUT,
+                        message=f"{pair.name}: one node holds the VIP")
+    assert holder is not None  # wait_until returns what was truthy
+    wait_until(lambda: pair.settled(holder), timeout=SETTLE_TIMEOUT, interval=0.1,
+               message=f"{pair.name}: {holder} leads and its peer is ready")
+    return holder
+
+
+def run_loss(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
+    watch = watched(lab)
     try:
-        trial = measure(pair, lab, harness, number)
+        trial = lose_holder(pair, lab, harness, number)
     finally:
         watch.stop()
     return replace(trial, samples=watch.samples, both=len(watch.both))
 
 
-def measure(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
+def lose_holder(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
     probe = None
     holder = ""
     try:
-        pair.start()
-        holder = wait_until(lambda: sole_holder(lab), timeout=SETTLE_TIMEOUT,
-                            message=f"{pair.name}: one node holds the VIP")
-        wait_until(lambda: pair.settled(holder), timeout=SETTLE_TIMEOUT, interval=0.1,
-                   message=f"{pair.name}: {holder} leads and its peer is ready")
+        holder = settle(pair, lab)
         probe = start_probe(lab, harness)
         began = time.monotonic()
         wait_until(lambda: len(answers(probe, began, math.inf)[0]) >= ANSWERS_BEFORE,
@@ -146,6 +161,7 @@ def measure(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
         dead_at = time.monotonic()
         after_dead = wait_until(lambda: restored_after(probe, dead_at), timeout=RESTORE_TIMEOUT,
                                 message=f"the client gets answers again after {holder}'s loss")
+        assert after_dead is not None
         back = dead_at + after_dead
         wait_until(lambda: len(answers(probe, back, math.inf)[0]) >= ANSWERS_AFTER,
                    timeout=SETTLE_TIMEOUT, message="the client keeps getting answers")
@@ -159,6 +175,42 @@ def measure(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
         pair.stop()
         if probe is not None:
             probe.stop()
+
+
+def run_cut(pair: Pair, lab: Lab, number: int, cut_for: float) -> Cut:
+    watch = watched(lab)
+    try:
+        cut = cut_off(pair, lab, number, cut_for)
+    finally:
+        watch.stop()
+    both = watch.both
+    return replace(cut, samples=watch.samples, both=len(both),
+                   both_for_s=both[-1] - both[0] if both else 0.0)
+
+
+def cut_off(pair: Pair, lab: Lab, number: int, cut_for: float) -> Cut:
+    """The nodes cut off from each other for ``cut_for`` seconds (the client, the backend
+    and etcd still reach both), then healed."""
+    holder = ""
+    try:
+        holder = settle(pair, lab)
+        kept = True
+        lab.isolate(*NODES)
+        try:
+            until = time.monotonic() + cut_for
+            while time.monotonic() < until:  # the window observed, bounded by cut_for
+                kept = kept and lab.holds_vip(holder)
+                time.sleep(POLL)
+        finally:
+            lab.isolate(*NODES, on=False)
+        healed_at = time.monotonic()
+        wait_until(lambda: sole_holder(lab), timeout=SETTLE_TIMEOUT,
+                   message=f"{pair.name}: one holder once healed")
+        return Cut(pair.name, number, holder, kept, one_holder_after_s=time.monotonic() - healed_at)
+    except AssertionError as error:
+        return Cut(pair.name, number, holder, error=str(error).splitlines()[0])
+    finally:
+        pair.stop()
 
 
 def make_pairs(names: list[str], lab: Lab, harness: Harness, processes: Processes,
@@ -175,104 +227,15 @@ def make_pairs(names: list[str], lab: Lab, harness: Harness, processes: Processe
         else:
             etcd = start_etcd(harness, "etcd-vip", host=lab.address(ETCD_HOST[0]),
                               netns=lab.exec(ETCD_HOST[0]))
+
+            def on_etcd(run: int, url: str = etcd.client_url) -> dict[str, Any]:
+                return {"coordinator": "etcd", "lease_ttl": f"{ETCD_LEASE:g}s",
+                        "etcd": {"endpoints": [url], "prefix": f"/vipbench/{run}"}}
+
             pairs.append(NinelivesPair(
                 name, lab, harness, f"coordinator etcd (1 member), lease_ttl {ETCD_LEASE:g}s",
-                lambda run, url=etcd.client_url: {
-                    "coordinator": "etcd", "lease_ttl": f"{ETCD_LEASE:g}s",
-                    "etcd": {"endpoints": [url], "prefix": f"/vipbench/{run}"}}))
+                on_etcd))
     return pairs
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    system: str
-    setting: str
-    trials: list[Trial]
-
-    @property
-    def restored(self) -> list[float]:
-        return [t.restored_s for t in self.trials if t.restored_s is not None]
-
-    @property
-    def gaps(self) -> list[float]:
-        return [t.longest_gap_s for t in self.trials if t.longest_gap_s is not None]
-
-    @property
-    def lost(self) -> int:
-        """Trials in which the client was not answered again (or that did not run)."""
-        return sum(1 for t in self.trials if t.restored_s is None)
-
-    @property
-    def both(self) -> int:
-        return sum(t.both for t in self.trials)
-
-    @property
-    def samples(self) -> int:
-        return sum(t.samples for t in self.trials)
-
-    def median(self) -> float | None:
-        return statistics.median(self.restored) if self.restored else None
-
-    def worst(self) -> float | None:
-        return None if self.lost or not self.restored else max(self.restored)
-
-
-def _s(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f} s"
-
-
-def render(summaries: list[Summary]) -> str:
-    baseline = next((s.median() for s in summaries if s.system == BASELINE), None)
-    out = [
-        "| system | failover | trials | kill → first answer: median | worst | longest gap "
-        "between answers: median | worst | two VIP holders | median ÷ keepalived default |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        median = s.median()
-        ratio = "—" if baseline is None or median is None else f"{median / baseline:.2f}"
-        lost = f" ({s.lost} not answered within {RESTORE_TIMEOUT:g} s)" if s.lost else ""
-        worst = _s(s.worst()) if not s.lost else f"> {RESTORE_TIMEOUT:g} s"
-        gaps = s.gaps
-        out.append(
-            f"| {s.system} | {s.setting} | {len(s.trials)}{lost} | {_s(median)} | {worst} | "
-            f"{_s(statistics.median(gaps) if gaps else None)} | {_s(max(gaps) if gaps else None)}"
-            f" | {s.both} of {s.samples} samples | {ratio} |"
-        )
-    return "\n".join(out)
-
-
-def verdicts(summaries: list[Summary]) -> list[str]:
-    """Issue 4's musts and goal, each said plainly, met or not."""
-    by_name = {s.system: s for s in summaries}
-    lines = []
-    for name, limit in MUST_WITHIN.items():
-        s = by_name.get(name)
-        if s is None:
-            continue
-        worst = s.worst()
-        met = worst is not None and worst <= limit
-        lines.append(f"{'must met' if met else 'MUST MISSED'}: {name} answers again within "
-                     f"{limit:g} s of the kill on every trial (worst {_s(worst)}, "
-                     f"{s.lost} of {len(s.trials)} never answered)")
-        lines.append(f"{'must met' if s.both == 0 else 'MUST MISSED'}: {name} never has two "
-                     f"VIP holders ({s.both} of {s.samples} samples)")
-    baseline = by_name.get(BASELINE)
-    if baseline is not None and baseline.restored:
-        best = min(baseline.restored)
-        for name in ("ninelives-local", "ninelives-etcd"):
-            s = by_name.get(name)
-            if s is None:
-                continue
-            worst = s.worst()
-            met = worst is not None and worst < best
-            lines.append(f"{'goal met' if met else 'goal missed'}: every {name} trial faster "
-                         f"than every keepalived default trial (worst {_s(worst)} against "
-                         f"keepalived's best {_s(best)})")
-    for s in summaries:
-        if s.system.startswith("keepalived") and s.both:
-            lines.append(f"{s.system}: two VIP holders in {s.both} of {s.samples} samples")
-    return lines
 
 
 def machine(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,6 +257,38 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass
+class Results:
+    pairs: list[Pair] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+    cuts: list[Cut] = field(default_factory=list)
+
+    def summaries(self) -> list[Summary]:
+        return [Summary(p.name, p.setting, [t for t in self.trials if t.system == p.name],
+                        [c for c in self.cuts if c.system == p.name]) for p in self.pairs]
+
+
+def run(args: argparse.Namespace, names: list[str], lab: Lab, harness: Harness,
+        processes: Processes, directory: Path, results: Results) -> None:
+    lab.build()
+    start_backend(lab, harness)
+    results.pairs = make_pairs(names, lab, harness, processes, directory, args.fast_advert)
+    for number in range(1, args.trials + 1):
+        for pair in results.pairs:  # in turns: a busy spell slows every system alike
+            trial = run_loss(pair, lab, harness, number)
+            print(f"loss {number} {pair.name}: holder {trial.holder}, answered again after "
+                  f"{seconds(trial.restored_s)}, longest gap {seconds(trial.longest_gap_s)}, "
+                  f"two holders {trial.both} of {trial.samples} {trial.error}", file=sys.stderr)
+            results.trials.append(trial)
+    for number in range(1, args.cuts + 1):
+        for pair in results.pairs:
+            cut = run_cut(pair, lab, number, args.cut_for)
+            print(f"cut {number} {pair.name}: holder {cut.holder} kept it: {cut.kept}, two "
+                  f"holders {cut.both} of {cut.samples} for {seconds(cut.both_for_s)} "
+                  f"{cut.error}", file=sys.stderr)
+            results.cuts.append(cut)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -310,21 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="ninelives-vip-bench-"))
     harness, processes = Harness(directory), Processes()
     lab = Lab({**HOSTS, ETCD_HOST[0]: ETCD_HOST[1]})
-    trials: list[Trial] = []
-    pairs: list[Pair] = []
+    results = Results()
     status = 0
     try:
-        lab.build()
-        start_backend(lab, harness)
-        pairs = make_pairs(names, lab, harness, processes, directory, args.fast_advert)
-        for number in range(1, args.trials + 1):
-            for pair in pairs:  # in turns: a busy spell slows every system alike
-                trial = run_trial(pair, lab, harness, number)
-                print(f"trial {number} {pair.name}: holder {trial.holder}, answered again "
-                      f"after {_s(trial.restored_s)}, longest gap {_s(trial.longest_gap_s)}, "
-                      f"two holders {trial.both} of {trial.samples} {trial.error}",
-                      file=sys.stderr)
-                trials.append(trial)
+        run(args, names, lab, harness, processes, directory, results)
     except KeyboardInterrupt:
         print("interrupted; stopping every process and removing the namespaces",
               file=sys.stderr)
@@ -345,18 +329,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(directory, ignore_errors=True)
     info["loadavg_end"] = round(os.getloadavg()[0], 2)
-    summaries = [Summary(p.name, p.setting, [t for t in trials if t.system == p.name])
-                 for p in pairs]
-    print(render(summaries))
-    print()
-    print("\n".join(verdicts(summaries)))
+    info["exit_status"] = status
+    summaries = results.summaries()
+    print(f"Node loss ({args.trials} trials each):\n\n{render_losses(summaries)}\n")
+    if args.cuts:
+        print(f"Nodes cut off from each other:\n\n{render_cuts(summaries, args.cut_for)}\n")
+    print("\n".join(verdicts(summaries, MUST_WITHIN)))
     print(f"\n{info['date_utc']} UTC, {info['cpus']} CPUs, load average (1 min) "
           f"{info['loadavg_start']} at start, {info['loadavg_end']} at end; "
           f"{info['keepalived']}; {info['etcd']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    info["exit_status"] = status
-    args.json.write_text(json.dumps({"settings": info,
-                                     "trials": [asdict(t) for t in trials]}, indent=2) + "\n")
+    args.json.write_text(json.dumps({
+        "settings": info, "losses": [asdict(t) for t in results.trials],
+        "cuts": [asdict(c) for c in results.cuts]}, indent=2) + "\n")
     print(f"results written to {args.json}", file=sys.stderr)
     return status
 

@@ -98,6 +98,13 @@ class Lab:
     def set_link(self, host: str, state: str) -> None:
         ip("-n", self.ns(host), "link", "set", "eth0", state)
 
+    def isolate(self, *hosts: str, on: bool = True) -> None:
+        """Cut (``on``) or heal the traffic between these hosts at the bridge (isolated
+        bridge ports); each still reaches every other host."""
+        for host in hosts:
+            ip("-n", self.ns("br"), "link", "set", f"v-{host}", "type", "bridge_slave",
+               "isolated", "on" if on else "off")
+
     def exec(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
 
