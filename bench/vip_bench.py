@@ -13,13 +13,15 @@ The systems, each over --trials trials (taken in turns, so a busy machine slows 
   ninelives-etcd    ninelives, cluster.coordinator etcd, lease_ttl 2s (a real etcd)
 
 keepalived's nodes run a ninelives proxy without a cluster section, so only the failover
-mechanism differs. A trial starts both nodes afresh, waits for one to hold the VIP and the
-other to be ready, then loses the holder: every process of it SIGKILLed and its link set
-down. It measures the time from the kill to the client's first answer through the VIP and
-the longest gap between the client's answers, while a thread looks at both nodes'
+mechanism differs. Every trial starts both nodes afresh and waits for one to hold the VIP
+and the other to be ready. Then, in --trials trials, node loss: every process of the holder
+SIGKILLed and its link set down; measured: the time from the kill to the client's first
+answer through the VIP, and the longest gap between the client's answers. In --cuts trials,
+the two nodes cut off from each other at the bridge for --cut-for seconds (the client, the
+backend and etcd still reach both), then healed. All along, a thread looks at both nodes'
 interfaces for a VIP held twice. Run as root with the interpreter that has ninelives, by path:
 
-    .venv/bin/python bench/vip_bench.py [--trials 5] [--only ninelives-local] [--keep]
+    .venv/bin/python bench/vip_bench.py [--trials 5] [--cuts 2] [--only ninelives-local]
 """
 
 from __future__ import annotations
