@@ -156,6 +156,8 @@ def lose_holder(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
         began = time.monotonic()
         wait_until(lambda: len(answers(probe, began, math.inf)[0]) >= ANSWERS_BEFORE,
                    timeout=SETTLE_TIMEOUT, message="the client gets answers through the VIP")
+        if sole_holder(lab) != holder:
+            raise AssertionError(f"{pair.name}: the VIP left {holder} before the kill")
         killed_at = time.monotonic()
         pair.kill(holder)
         lab.set_link(holder, "down")

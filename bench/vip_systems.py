@@ -15,6 +15,7 @@ handover that node loss does not give.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,15 @@ from typing import Any, Protocol
 from bench_procs import Proc, Processes
 
 from tests.support.netlab import NODES, VIP, Cluster, Lab, other
-from tests.support.node import Harness
+from tests.support.node import Harness, wait_until
 
 # keepalived's own defaults, written out: priority 100 for the backup, so its skew is
 # (256 - 100) / 256 of an advert and it takes over 3 adverts + skew after the last one
 # (3.61 s with advert_int 1); the master has a higher priority, as in keepalived's example.
 PRIORITY = {"lb-1": 150, "lb-2": 100}
 STATE = {"lb-1": "MASTER", "lb-2": "BACKUP"}
+MASTER_TIMEOUT = 20.0  # seconds for the first keepalived to take the VIP
+STATE_LINE = re.compile(r"Entering (\w+) STATE")
 
 
 class Pair(Protocol):
@@ -85,23 +88,33 @@ class KeepalivedPair:
         self.proxies = Cluster(self.lab, self.harness, None)
         for node in NODES:
             self.proxies.start(node)
-        for node in NODES:
-            base = self.directory / f"{self.name}-{node}-{self.runs}"
-            conf = base.with_suffix(".conf")
-            conf.write_text(keepalived_config(node, self.advert))
-            # -n: no daemon; -l: log to the console (our log file); -D: detailed log;
-            # -P: VRRP only (no IPVS checker); own pid files, as two run on one machine.
-            argv = self.lab.exec(node, "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
-                                 "-p", f"{base}.pid", "-r", f"{base}-vrrp.pid")
-            self.keepalived[node] = self.processes.start(
-                f"keepalived {node}", argv, base.with_suffix(".log"))
+        # The master first: a backup started with it may time out before the master's
+        # first advert (0.36 s with advert_int 0.1) and hold the VIP too until it hears it.
+        first, second = NODES
+        self._start_keepalived(first)
+        wait_until(lambda: self._state(first) == "MASTER", timeout=MASTER_TIMEOUT,
+                   message=f"keepalived on {first} enters MASTER state")
+        self._start_keepalived(second)
+
+    def _start_keepalived(self, node: str) -> None:
+        base = self.directory / f"{self.name}-{node}-{self.runs}"
+        conf = base.with_suffix(".conf")
+        conf.write_text(keepalived_config(node, self.advert))
+        # -n: no daemon; -l: log to the console (our log file); -D: detailed log;
+        # -P: VRRP only (no IPVS checker); own pid files, as two run on one machine.
+        argv = self.lab.exec(node, "keepalived", "-n", "-l", "-D", "-P", "-f", str(conf),
+                             "-p", f"{base}.pid", "-r", f"{base}-vrrp.pid")
+        self.keepalived[node] = self.processes.start(
+            f"keepalived {node}", argv, base.with_suffix(".log"))
 
     def settled(self, holder: str) -> bool:
-        return ("Entering MASTER STATE" in self._log(holder)
-                and "Entering BACKUP STATE" in self._log(other(holder)))
+        return self._state(holder) == "MASTER" and self._state(other(holder)) == "BACKUP"
 
-    def _log(self, node: str) -> str:
-        return self.keepalived[node].log_path.read_text(errors="replace")
+    def _state(self, node: str) -> str:
+        """The VRRP state keepalived last logged entering on this node."""
+        log = self.keepalived[node].log_path.read_text(errors="replace")
+        states = STATE_LINE.findall(log)
+        return states[-1] if states else ""
 
     def kill(self, node: str) -> None:
         self.processes.kill(self.keepalived[node])
