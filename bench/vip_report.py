@@ -82,7 +82,7 @@ def seconds(value: float | None) -> str:
 
 
 def _twice(both: int, samples: int) -> str:
-    return f"{both} of {samples:,} samples"
+    return f"{both:,} of {samples:,} samples"
 
 
 def render_losses(summaries: list[Summary]) -> str:
