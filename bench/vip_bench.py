@@ -38,10 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the lab and the probe are the cluster tests' own
@@ -61,18 +62,8 @@ from vip_report import (  # noqa: E402
 )
 from vip_systems import KeepalivedPair, NinelivesPair, Pair  # noqa: E402
 
+from tests.support import netlab  # noqa: E402
 from tests.support.etcd import start_etcd  # noqa: E402
-from tests.support.netlab import (  # noqa: E402
-    HOSTS,
-    NODES,
-    Lab,
-    SplitBrainWatch,
-    answers,
-    local_coordinator,
-    restored_after,
-    start_backend,
-    start_probe,
-)
 from tests.support.node import Harness, wait_until  # noqa: E402
 
 SYSTEMS = ("keepalived", "keepalived-fast", "ninelives-local", "ninelives-etcd")
@@ -84,6 +75,7 @@ ETCD_LEASE = 2.0
 MUST_WITHIN = {"ninelives-local": 1.5, "ninelives-etcd": ETCD_LEASE + 0.5}
 ETCD_HOST = ("etcd", 40)  # its own namespace on the bridge, 10.77.0.40
 SETTLE_TIMEOUT = 20.0  # seconds for a fresh pair to have a holder and a ready peer
+T = TypeVar("T")
 POLL = 0.05  # seconds between looks at the holder during a cut
 ANSWERS_BEFORE = 20  # answers through the VIP before the kill: the client's path is warm
 ANSWERS_AFTER = 10  # answers after the first one back: the gap after it is seen too
@@ -110,24 +102,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def sole_holder(lab: Lab) -> str | None:
-    held = [node for node in NODES if lab.holds_vip(node)]
+def sole_holder(lab: netlab.Lab) -> str | None:
+    held = [node for node in netlab.NODES if lab.holds_vip(node)]
     return held[0] if len(held) == 1 else None
 
 
-def watched(lab: Lab) -> SplitBrainWatch:
-    """A fresh start for a trial, as after a reboot (no address left over, links up, nodes
-    not cut off), and a watch for two holders, started."""
-    for node in NODES:
+def watched(lab: netlab.Lab, trial: Callable[[], T]) -> tuple[T, netlab.SplitBrainWatch]:
+    """Run ``trial`` from a fresh start, as after a reboot (no address left over, links up,
+    nodes not cut off), with a watch for two holders all through it."""
+    for node in netlab.NODES:
         lab.clear_vip(node)
         lab.set_link(node, "up")
-    lab.isolate(*NODES, on=False)
-    watch = SplitBrainWatch(lab)
+    lab.isolate(*netlab.NODES, on=False)
+    watch = netlab.SplitBrainWatch(lab)
     watch.start()
-    return watch
+    try:
+        return trial(), watch
+    finally:
+        watch.stop()
 
 
-def settle(pair: Pair, lab: Lab) -> str:
+def settle(pair: Pair, lab: netlab.Lab) -> str:
     """Start both nodes; the holder, once its peer is ready to take over."""
     pair.start()
     holder = wait_until(lambda: sole_holder(lab), timeout=SETTLE_TIMEOUT,
@@ -138,23 +133,19 @@ def settle(pair: Pair, lab: Lab) -> str:
     return holder
 
 
-def run_loss(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
-    watch = watched(lab)
-    try:
-        trial = lose_holder(pair, lab, harness, number)
-    finally:
-        watch.stop()
+def run_loss(pair: Pair, lab: netlab.Lab, harness: Harness, number: int) -> Trial:
+    trial, watch = watched(lab, lambda: lose_holder(pair, lab, harness, number))
     return replace(trial, samples=watch.samples, both=len(watch.both))
 
 
-def lose_holder(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
+def lose_holder(pair: Pair, lab: netlab.Lab, harness: Harness, number: int) -> Trial:
     probe = None
     holder = ""
     try:
         holder = settle(pair, lab)
-        probe = start_probe(lab, harness)
+        probe = netlab.start_probe(lab, harness)
         began = time.monotonic()
-        wait_until(lambda: len(answers(probe, began, math.inf)[0]) >= ANSWERS_BEFORE,
+        wait_until(lambda: len(netlab.answers(probe, began, math.inf)[0]) >= ANSWERS_BEFORE,
                    timeout=SETTLE_TIMEOUT, message="the client gets answers through the VIP")
         if sole_holder(lab) != holder:
             raise AssertionError(f"{pair.name}: the VIP left {holder} before the kill")
@@ -163,13 +154,14 @@ def lose_holder(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
         lab.set_link(holder, "down")
         # An answer before this instant may still come from the node being killed.
         dead_at = time.monotonic()
-        after_dead = wait_until(lambda: restored_after(probe, dead_at), timeout=RESTORE_TIMEOUT,
+        after_dead = wait_until(lambda: netlab.restored_after(probe, dead_at),
+                                timeout=RESTORE_TIMEOUT,
                                 message=f"the client gets answers again after {holder}'s loss")
         assert after_dead is not None
         back = dead_at + after_dead
-        wait_until(lambda: len(answers(probe, back, math.inf)[0]) >= ANSWERS_AFTER,
+        wait_until(lambda: len(netlab.answers(probe, back, math.inf)[0]) >= ANSWERS_AFTER,
                    timeout=SETTLE_TIMEOUT, message="the client keeps getting answers")
-        times, failed = answers(probe, began, time.monotonic())
+        times, failed = netlab.answers(probe, began, time.monotonic())
         longest = max(b - a for a, b in itertools.pairwise(times))
         return Trial(pair.name, number, holder, back - killed_at, longest, failed,
                      kill_s=dead_at - killed_at)
@@ -181,32 +173,28 @@ def lose_holder(pair: Pair, lab: Lab, harness: Harness, number: int) -> Trial:
             probe.stop()
 
 
-def run_cut(pair: Pair, lab: Lab, number: int, cut_for: float) -> Cut:
-    watch = watched(lab)
-    try:
-        cut = cut_off(pair, lab, number, cut_for)
-    finally:
-        watch.stop()
+def run_cut(pair: Pair, lab: netlab.Lab, number: int, cut_for: float) -> Cut:
+    cut, watch = watched(lab, lambda: cut_off(pair, lab, number, cut_for))
     both = watch.both
     return replace(cut, samples=watch.samples, both=len(both),
                    both_for_s=both[-1] - both[0] if both else 0.0)
 
 
-def cut_off(pair: Pair, lab: Lab, number: int, cut_for: float) -> Cut:
+def cut_off(pair: Pair, lab: netlab.Lab, number: int, cut_for: float) -> Cut:
     """The nodes cut off from each other for ``cut_for`` seconds (the client, the backend
     and etcd still reach both), then healed."""
     holder = ""
     try:
         holder = settle(pair, lab)
         kept = True
-        lab.isolate(*NODES)
+        lab.isolate(*netlab.NODES)
         try:
             until = time.monotonic() + cut_for
             while time.monotonic() < until:  # the window observed, bounded by cut_for
                 kept = kept and lab.holds_vip(holder)
                 time.sleep(POLL)
         finally:
-            lab.isolate(*NODES, on=False)
+            lab.isolate(*netlab.NODES, on=False)
         healed_at = time.monotonic()
         wait_until(lambda: sole_holder(lab), timeout=SETTLE_TIMEOUT,
                    message=f"{pair.name}: one holder once healed")
@@ -217,7 +205,7 @@ def cut_off(pair: Pair, lab: Lab, number: int, cut_for: float) -> Cut:
         pair.stop()
 
 
-def make_pairs(names: list[str], lab: Lab, harness: Harness, processes: Processes,
+def make_pairs(names: list[str], lab: netlab.Lab, harness: Harness, processes: Processes,
                directory: Path, fast_advert: float) -> list[Pair]:
     pairs: list[Pair] = []
     for name in names:
@@ -227,7 +215,7 @@ def make_pairs(names: list[str], lab: Lab, harness: Harness, processes: Processe
         elif name == "ninelives-local":
             pairs.append(NinelivesPair(
                 name, lab, harness, f"coordinator local, lease_ttl {LOCAL_LEASE:g}s",
-                lambda run: local_coordinator(directory / f"cluster-{run}.db", LOCAL_LEASE)))
+                lambda run: netlab.local_coordinator(directory / f"cluster-{run}.db", LOCAL_LEASE)))
         else:
             etcd = start_etcd(harness, "etcd-vip", host=lab.address(ETCD_HOST[0]),
                               netns=lab.exec(ETCD_HOST[0]))
@@ -272,10 +260,10 @@ class Results:
                         [c for c in self.cuts if c.system == p.name]) for p in self.pairs]
 
 
-def run(args: argparse.Namespace, names: list[str], lab: Lab, harness: Harness,
+def run(args: argparse.Namespace, names: list[str], lab: netlab.Lab, harness: Harness,
         processes: Processes, directory: Path, results: Results) -> None:
     lab.build()
-    start_backend(lab, harness)
+    netlab.start_backend(lab, harness)
     results.pairs = make_pairs(names, lab, harness, processes, directory, args.fast_advert)
     for number in range(1, args.trials + 1):
         for pair in results.pairs:  # in turns: a busy spell slows every system alike
@@ -308,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(args)
     directory = Path(tempfile.mkdtemp(prefix="ninelives-vip-bench-"))
     harness, processes = Harness(directory), Processes()
-    lab = Lab({**HOSTS, ETCD_HOST[0]: ETCD_HOST[1]})
+    lab = netlab.Lab({**netlab.HOSTS, ETCD_HOST[0]: ETCD_HOST[1]})
     results = Results()
     status = 0
     try:
