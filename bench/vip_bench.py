@@ -232,6 +232,8 @@ def make_pairs(names: list[str], lab: netlab.Lab, harness: Harness, processes: P
 
 def machine(args: argparse.Namespace) -> dict[str, Any]:
     def first_line(*argv: str) -> str:
+        if shutil.which(argv[0]) is None:
+            return f"{argv[0]}: not installed"
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         return (done.stdout or done.stderr).splitlines()[0] if done.stdout or done.stderr else ""
 
