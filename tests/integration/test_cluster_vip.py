@@ -17,21 +17,26 @@ link that is up.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Generator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.netlab import HOSTS, VIP, Lab, SplitBrainWatch, answers, restored_after
-from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
+from tests.support.netlab import (
+    Cluster,
+    Lab,
+    SplitBrainWatch,
+    answers,
+    local_coordinator,
+    restored_after,
+    start_backend,
+    start_probe,
+)
+from tests.support.node import NINELIVES, TOKEN, Harness, wait_until
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -55,69 +60,18 @@ def lab() -> Generator[Lab, None, None]:
         assert not left, f"could not remove namespaces {left}"
 
 
-def node_config(harness: Harness, name: str) -> Path:
-    return harness.write_config({
-        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
-        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-        "listeners": [{"name": "web", "bind": "0.0.0.0:8080", "protocol": "http",
-                       "pool": "app"}],
-        "pools": {"app": {
-            "health": {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1,
-                       "fall": 2},
-            "servers": [{"name": "b1", "address": f"10.77.0.{HOSTS['backend']}:8000"}],
-        }},
-        "cluster": {
-            "coordinator": "local",
-            "local": {"path": str(harness.directory / "cluster.db")},
-            "lease_ttl": f"{LEASE_TTL:g}s",
-            "vip": {"address": f"{VIP}/24", "interface": "eth0"},
-        },
-    }, name)
-
-
-class Cluster:
-    def __init__(self, lab: Lab, harness: Harness) -> None:
-        self.lab = lab
-        self.harness = harness
-        self.nodes: dict[str, Process] = {}
-        self.admin: dict[str, str] = {}
-
-    def start(self, name: str) -> Process:
-        argv = self.lab.exec(name, str(NINELIVES), "run", str(node_config(self.harness, name)))
-        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
-        fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
-        self.nodes[name], self.admin[name] = process, fields["admin"]
-        return process
-
-    def status(self, name: str) -> dict[str, Any]:
-        argv = self.lab.exec(name, str(NINELIVES), "status", "--json", "--admin",
-                             self.admin[name])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-        cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
-        return cluster
-
-    def holder(self) -> str | None:
-        held = [h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h)]
-        assert len(held) <= 1, f"both nodes hold the VIP: {held}"
-        return held[0] if held else None
-
-
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(
     lab: Lab, harness: Harness,
 ) -> None:
-    backend_argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend",
-                            "--name", "b1", "--host", "0.0.0.0", "--port", "8000")
-    harness.spawn("backend-b1", backend_argv, "backend ready")
-    cluster = Cluster(lab, harness)
+    start_backend(lab, harness)
+    cluster = Cluster(lab, harness, local_coordinator(harness.directory / "cluster.db", LEASE_TTL))
     watch = SplitBrainWatch(lab)
     watch.start()
     try:
         cluster.start("lb-1")
         cluster.start("lb-2")
         leader = wait_until(cluster.holder, timeout=10, message="one node holds the VIP")
-        probe_argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
-                              "--host", VIP, "--port", "8080")
-        probe = harness.spawn("probe", probe_argv, "probe ready")
+        probe = start_probe(lab, harness)
         wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
                    message="the client gets answers through the VIP")
         gaps: list[float] = []

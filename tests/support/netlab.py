@@ -2,23 +2,33 @@
 a thread that watches for two holders of the virtual IP, and the reading of a VIP probe's log.
 
 Topology: a bridge namespace (br0) and one namespace per host, each with an ``eth0`` on
-``SUBNET`` (10.77.0.0/24) whose last octet is given by ``HOSTS``. Names carry a random tag,
-so that several runs (tests, benchmarks) can build labs at the same time.
+``SUBNET`` (10.77.0.0/24) whose last octet is given by ``HOSTS`` (or the hosts a lab is made
+with). Names carry a random tag, so that several runs (tests, benchmarks) can build labs at
+the same time. Also here: the ninelives nodes, the backend and the client of the cluster
+tests and of bench/vip_bench.py.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from tests.support.node import Process
+from tests.support.node import NINELIVES, TOKEN, Harness, Process
 
 VIP = "10.77.0.100"
 SUBNET = "10.77.0.{}/24"
 HOSTS = {"lb-1": 11, "lb-2": 12, "backend": 20, "client": 30}
+NODES = ("lb-1", "lb-2")
+BACKEND_PORT = 8000
+WEB_PORT = 8080
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -28,8 +38,9 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Lab:
     """The namespaces, the bridge and the veth pairs of one test."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: Mapping[str, int] = HOSTS) -> None:
         self.tag = secrets.token_hex(2)  # names unique to this run: others may test too
+        self.hosts = dict(hosts)  # host -> last octet of its address
         self.namespaces: list[str] = []
 
     def ns(self, host: str) -> str:
@@ -39,7 +50,7 @@ class Lab:
         bridge = self._add_namespace("br")
         ip("-n", bridge, "link", "add", "br0", "type", "bridge")
         ip("-n", bridge, "link", "set", "br0", "up")
-        for host, last in HOSTS.items():
+        for host, last in self.hosts.items():
             ns = self._add_namespace(host)
             port = f"v-{host}"
             ip("-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0",
@@ -77,8 +88,22 @@ class Lab:
                  check=False).stdout
         return f" {VIP}/" in out
 
+    def address(self, host: str) -> str:
+        return SUBNET.format(self.hosts[host]).split("/")[0]
+
+    def clear_vip(self, host: str) -> None:
+        """Remove the VIP from this node's eth0 if it is there, as a reboot would."""
+        ip("-n", self.ns(host), "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
+
     def set_link(self, host: str, state: str) -> None:
         ip("-n", self.ns(host), "link", "set", "eth0", state)
+
+    def isolate(self, *hosts: str, on: bool = True) -> None:
+        """Cut (``on``) or heal the traffic between these hosts at the bridge (isolated
+        bridge ports); each still reaches every other host."""
+        for host in hosts:
+            ip("-n", self.ns("br"), "link", "set", f"v-{host}", "type", "bridge_slave",
+               "isolated", "on" if on else "off")
 
     def exec(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
@@ -103,7 +128,7 @@ class SplitBrainWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             at = time.monotonic()
-            held = tuple(h for h in ("lb-1", "lb-2") if self.lab.holds_vip(h))
+            held = tuple(h for h in NODES if self.lab.holds_vip(h))
             self.samples += 1
             if not self.holders or self.holders[-1][1] != held:
                 self.holders.append((at, held))
@@ -114,6 +139,78 @@ class SplitBrainWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+
+def other(node: str) -> str:
+    return NODES[1] if node == NODES[0] else NODES[0]
+
+
+def node_config(harness: Harness, name: str, cluster: Mapping[str, Any] | None) -> Path:
+    """A node of the lab: listener ``web`` on port 8080 of every address, in front of the
+    backend. With ``cluster`` (the coordinator's settings and ``lease_ttl``), active/passive
+    with the VIP on eth0; without, a plain proxy (for a failover that is not ninelives')."""
+    config: dict[str, Any] = {
+        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "listeners": [{"name": "web", "bind": f"0.0.0.0:{WEB_PORT}", "protocol": "http",
+                       "pool": "app"}],
+        "pools": {"app": {
+            "health": {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1,
+                       "fall": 2},
+            "servers": [{"name": "b1", "address": f"10.77.0.{HOSTS['backend']}:{BACKEND_PORT}"}],
+        }},
+    }
+    if cluster is not None:
+        config["cluster"] = {**cluster, "vip": {"address": f"{VIP}/24", "interface": "eth0"}}
+    return harness.write_config(config, name)
+
+
+def local_coordinator(path: Path, lease_ttl: float) -> dict[str, Any]:
+    return {"coordinator": "local", "local": {"path": str(path)}, "lease_ttl": f"{lease_ttl:g}s"}
+
+
+class Cluster:
+    """ninelives nodes in the lab's node namespaces, all with the same ``cluster`` settings."""
+
+    def __init__(self, lab: Lab, harness: Harness, cluster: Mapping[str, Any] | None) -> None:
+        self.lab = lab
+        self.harness = harness
+        self.cluster = cluster
+        self.nodes: dict[str, Process] = {}
+        self.admin: dict[str, str] = {}
+
+    def start(self, name: str) -> Process:
+        config = node_config(self.harness, name, self.cluster)
+        argv = self.lab.exec(name, str(NINELIVES), "run", str(config))
+        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
+        fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
+        self.nodes[name], self.admin[name] = process, fields["admin"]
+        return process
+
+    def status(self, name: str) -> dict[str, Any]:
+        argv = self.lab.exec(name, str(NINELIVES), "status", "--json", "--admin",
+                             self.admin[name])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+        cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
+        return cluster
+
+    def holder(self) -> str | None:
+        held = [h for h in NODES if self.lab.holds_vip(h)]
+        assert len(held) <= 1, f"both nodes hold the VIP: {held}"
+        return held[0] if held else None
+
+
+def start_backend(lab: Lab, harness: Harness) -> Process:
+    argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend", "--name", "b1",
+                    "--host", "0.0.0.0", "--port", str(BACKEND_PORT))
+    return harness.spawn("backend-b1", argv, "backend ready")
+
+
+def start_probe(lab: Lab, harness: Harness) -> Process:
+    """The client asking the VIP again and again (tests/support/vip_probe.py)."""
+    argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe", "--host", VIP,
+                    "--port", str(WEB_PORT))
+    return harness.spawn("probe", argv, "probe ready")
 
 
 def restored_after(probe: Process, since: float) -> float | None:
