@@ -55,8 +55,6 @@ system:
         "parallel, k_of_n, standby, got a mapping",
         'system.series[0].parallel.of: no component named "lnk"',
         'system.series[3].standby.primary: no component named "prov"',
-        "system.series[4].parallel.beta: only over components (a nested block has no single "
-        "failure process to share)",
     ]
 
 

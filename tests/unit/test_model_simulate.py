@@ -71,6 +71,23 @@ system: {standby: {primary: p, backup: b, failover_success: 90%, failover_time: 
 """,
     "beta": "components: {c: {mtbf: 990h, mttr: 10h}}\n"
             "system: {parallel: {of: c, count: 3, beta: 0.1}}\n",
+    # beta over different members and nested blocks: a rack (a switch and two servers)
+    # beside a database; 2 of 3 different members, one of them a pair; a standby pair
+    "beta nested": """
+components: {sw: {mtbf: 5000h, mttr: 4h}, srv: {mtbf: 900h, mttr: 10h},
+             db: {availability: 99%, mttr: 3h}}
+system: {parallel: {of: [{series: [sw, {parallel: [srv, srv]}]}, db], beta: 0.2}}
+""",
+    "beta 2 of 3 different": """
+components: {a: {mtbf: 990h, mttr: 10h}, b: {mtbf: 480h, mttr: 20h},
+             c: {availability: 95%, mttr: 20h}}
+system: {k_of_n: {k: 2, of: [a, b, {parallel: [c, c]}], beta: 0.3}}
+""",
+    "beta standby": """
+components: {p: {mtbf: 500h, mttr: 5h}, b: {availability: 99%, mttr: 2h}}
+system: {standby: {primary: p, backup: b, failover_success: 90%, failover_time: 1h,
+                   beta: 0.2}}
+""",
 }
 
 

@@ -15,9 +15,10 @@ copy), so availability composes:
   MTTR_P)`` the failure frequency of P and ``m = MTTR_P * (1 - exp(-t / MTTR_P))`` the
   expected switch time within an outage (a repair shorter than ``t`` ends it first).
 
-Common cause (``beta``) is no block of its own kind: the loader rewrites a group with
-``beta > 0`` into ``series(common cause, group)`` (see :mod:`ninelives.model.load`), so
-everything here handles independent blocks only.
+Common cause (``beta``) is no block of its own kind: :mod:`ninelives.model.common_cause`
+rewrites a group with ``beta > 0`` into ``series(common cause, group of own parts)``, so
+everything here handles independent blocks only. A member that is a nested block keeps
+its own part as an :class:`OwnPart`: the share ``keep`` of its outages (``U' = keep * U``).
 """
 
 from __future__ import annotations
@@ -109,9 +110,27 @@ class Standby:
         return mttr * -math.expm1(-self.switch_s / mttr)
 
 
-Block = Component | Series | Parallel | KofN | Standby
+@dataclass(frozen=True, slots=True)
+class OwnPart:
+    """A nested block in a group with common cause, without the common-cause share of its
+    outages: each outage of ``child`` is kept with probability ``keep``."""
+
+    path: str
+    child: Block
+    keep: float
+    children: tuple[Block, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", (self.child,))
+
+    @property
+    def label(self) -> str:
+        return f"{self.child.label} (independent part)"
+
+
+Block = Component | Series | Parallel | KofN | Standby | OwnPart
 KINDS: dict[type, str] = {Component: "component", Series: "series", Parallel: "parallel",
-                          KofN: "k_of_n", Standby: "standby"}
+                          KofN: "k_of_n", Standby: "standby", OwnPart: "independent_part"}
 
 
 def _members(children: Sequence[Block]) -> str:
@@ -160,6 +179,8 @@ def combine(block: Block, values: Sequence[float]) -> float:
         return 1 - math.prod(1 - v for v in values)
     if isinstance(block, KofN):
         return at_least(block.k, values)
+    if isinstance(block, OwnPart):
+        return 1 - block.keep * (1 - values[0])
     return standby_availability(block, values[0], values[1])
 
 
@@ -197,7 +218,7 @@ def importance(root: Block) -> tuple[float, list[Importance]]:
     its ancestors, from their other children's cached values.
     """
     values: dict[int, float] = {}
-    parents: dict[int, Series | Parallel | KofN | Standby] = {}
+    parents: dict[int, Series | Parallel | KofN | Standby | OwnPart] = {}
 
     def fill(block: Block) -> float:
         if isinstance(block, Component):

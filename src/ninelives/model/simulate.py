@@ -11,7 +11,9 @@ sweep over their children's interval ends:
 - k of n: down where at least n - k + 1 children are down;
 - standby: each outage of the primary draws the failover (success with probability p);
   a failed failover leaves the whole outage down, a working one costs the switch time
-  (or the outage, if shorter) and then the time the backup is down too.
+  (or the outage, if shorter) and then the time the backup is down too;
+- the own part of a nested block in a group with common cause: each outage of the block
+  is kept with probability ``keep`` (the others were the common cause's, drawn apart).
 
 The system's down time is split at year boundaries; the availability of each year is one
 sample, and the reported interval is the mean plus or minus 2.576 standard errors (99%).
@@ -25,7 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ninelives.model.blocks import YEAR_S, Block, Component, KofN, Parallel, Series, Standby
+from ninelives.model.blocks import (
+    YEAR_S,
+    Block,
+    Component,
+    KofN,
+    OwnPart,
+    Parallel,
+    Series,
+    Standby,
+)
 
 Floats = npt.NDArray[np.float64]
 Intervals = tuple[Floats, Floats]  # starts, ends: sorted, disjoint, start < end
@@ -76,6 +87,10 @@ def _down(block: Block, horizon: float, rng: np.random.Generator) -> Intervals:
         return renewal(block, horizon, rng)
     if isinstance(block, Standby):
         return _standby(block, horizon, rng)
+    if isinstance(block, OwnPart):
+        starts, ends = _down(block.child, horizon, rng)
+        kept = rng.random(len(starts)) < block.keep
+        return starts[kept], ends[kept]
     parts = [_down(child, horizon, rng) for child in block.children]
     if isinstance(block, Series):
         return sweep(parts, 1)
