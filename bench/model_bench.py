@@ -7,7 +7,8 @@ YAML, stage after stage in series, each stage one of the shapes a real plan has:
 - two copies in parallel (power supplies), with a common-cause share on every other one;
 - 2 of 3 servers;
 - a standby pair with 99% failover success and a 30 s switch;
-- two racks in parallel, each a switch in series with two servers in parallel;
+- two racks in parallel, each a switch in series with two servers in parallel, with a
+  common-cause share over the racks (nested blocks) on every other one;
 - a single component (a database primary).
 
 Components have MTBFs from 1,000 h to 9,000 h and repair times from 30 min to 8 h (a few
@@ -62,7 +63,8 @@ def architecture(components: int) -> str:
         elif shape == 3:
             lines.append(f"  {name}sw: {{mtbf: 20000h, mttr: 2h}}")
             rack = f"{{series: [{name}sw, {{parallel: [{name}, {name}]}}]}}"
-            stages.append(f"    - parallel: [{rack}, {rack}]")
+            beta = ", beta: 0.05" if index % 2 else ""
+            stages.append(f"    - parallel: {{of: [{rack}, {rack}]{beta}}}")
             used += 6
         else:
             stages.append(f"    - {name}")

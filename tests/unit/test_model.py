@@ -75,6 +75,9 @@ def test_six_nines_is_31_536_seconds_a_year() -> None:
 
 def test_series_multiplies() -> None:
     assert arch("series: [c, c, c]") == pytest.approx(0.99**3)
+    assert arch("series: {of: c, count: 3}") == pytest.approx(0.99**3)
+    assert arch("series: {of: [c, {parallel: {of: c, count: 2}}]}") == pytest.approx(
+        0.99 * (1 - 0.01**2))
 
 
 def test_nested_blocks() -> None:

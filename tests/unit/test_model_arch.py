@@ -34,6 +34,7 @@ system:
     - parallel: {of: link}
     - parallel: {of: link, count: 2, beta: 1.5}
     - {foo: 1}
+    - series: {of: link, beta: 0.1}
 """)
     assert problems == [
         "components.link.mttr: required with mtbf",
@@ -53,6 +54,9 @@ system:
         "system.series[6].parallel.beta: expected a share from 0 to 1 like 0.05, or 5%, got 1.5",
         "system.series[7]: expected a component name or a block with exactly one of series, "
         "parallel, k_of_n, standby, got a mapping",
+        "system.series[8].series.count: required with of: NAME",
+        "system.series[8].series.beta: only on a redundant group: parallel, k_of_n or standby "
+        "(members in series do not back each other up)",
         'system.series[0].parallel.of: no component named "lnk"',
         'system.series[3].standby.primary: no component named "prov"',
     ]

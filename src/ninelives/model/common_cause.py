@@ -86,15 +86,15 @@ def common_cause(
     unavailable = [1 - availability(member) for member in members]
     least = min(unavailable)
     rarest = min(frequency(member) for member in members)
-    if beta <= 0 or least <= 0 or rarest <= 0:
-        return None, list(members)
     u_c = beta * least
+    if u_c <= 0 or rarest <= 0:
+        return None, list(members)
     a_c = 1 - u_c
     leaves = [member for member in members if isinstance(member, Component)]
     names = list(dict.fromkeys(leaf.name for leaf in leaves))
     name = "+".join(names) if len(leaves) == len(members) else "group"
-    common = Component(f"{path}.beta", name, a_c, u_c / (beta * rarest), False, None,
-                       "common cause")
+    # its mean repair time, U_C / f_C = beta * min(U_i) / (beta * min(f_i))
+    common = Component(f"{path}.beta", name, a_c, least / rarest, False, None, "common cause")
     own: list[Block] = []
     for member, slot, u in zip(members, slots, unavailable, strict=True):
         own_a = min(1.0, (1 - u) / a_c)

@@ -34,6 +34,7 @@ from ninelives.model.spec import (
     ComponentSpec,
     GroupSpec,
     KofNSpec,
+    MembersSpec,
     StandbySpec,
 )
 from ninelives.units import describe_input
@@ -109,9 +110,9 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
         for kind in BLOCK_KINDS:
             body = value.get(kind)
             where = (*loc, kind)
-            if kind == "series" or (kind == "parallel" and isinstance(body, list)):
+            if kind in ("series", "parallel") and isinstance(body, list):
                 members(body, where)
-            elif kind in ("parallel", "k_of_n") and isinstance(body, dict):
+            elif kind in ("series", "parallel", "k_of_n") and isinstance(body, dict):
                 members(body.get("of"), (*where, "of"))
             elif kind == "standby" and isinstance(body, dict):
                 for role in ("primary", "backup"):
@@ -142,22 +143,22 @@ def _block(spec: ArchSpec, item: str | BlockSpec, path: str) -> Block:
         return _component(spec, item, path)
     kind = item.kind
     where = f"{path}.{kind}"
-    if item.series is not None:
-        return Series(where, tuple(_block(spec, child, f"{where}[{i}]")
-                                   for i, child in enumerate(item.series)))
     if item.standby is not None:
         return _standby(spec, item.standby, where)
-    group: GroupSpec | list[str | BlockSpec] | None = item.parallel or item.k_of_n
+    group: MembersSpec | list[str | BlockSpec] | None = (
+        item.series or item.parallel or item.k_of_n)
     if isinstance(group, list):
-        return Parallel(where, tuple(_block(spec, child, f"{where}[{i}]")
-                                     for i, child in enumerate(group)))
+        listed = tuple(_block(spec, child, f"{where}[{i}]") for i, child in enumerate(group))
+        return Series(where, listed) if kind == "series" else Parallel(where, listed)
     assert group is not None  # BlockSpec checked that it has exactly one kind
     slots = [f"{where}.of[{i}]" for i in range(group.member_count())]
     if isinstance(group.of, list):
-        children = [_block(spec, child, slot) for child, slot in zip(group.of, slots, strict=True)]
+        members = [_block(spec, child, slot) for child, slot in zip(group.of, slots, strict=True)]
     else:
-        children = [_component(spec, group.of, slot) for slot in slots]
-    common, children = common_cause(children, slots, group.beta, where)
+        members = [_component(spec, group.of, slot) for slot in slots]
+    if not isinstance(group, GroupSpec):
+        return Series(where, tuple(members))
+    common, children = common_cause(members, slots, group.beta, where)
     inner = where if common is None else f"{where}.independent"
     made: Block = (KofN(inner, group.k, tuple(children)) if isinstance(group, KofNSpec)
                    else Parallel(inner, tuple(children)))

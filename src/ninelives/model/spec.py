@@ -17,6 +17,7 @@ loader can drop them from the paths it shows (pydantic puts the tag into the loc
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -36,11 +37,16 @@ BLOCK_KINDS = ("series", "parallel", "k_of_n", "standby")
 
 
 def _to_share(value: Any) -> float:
-    """A common-cause share: ``0.05`` or ``5%``, from 0 to 1."""
-    if isinstance(value, str):
+    """A common-cause share: ``0.05`` or ``5%``, from 0 to 1. A number the YAML parser
+    left as text (``1e-3``: YAML 1.1 wants a dot in a float) is read as a number."""
+    if isinstance(value, str) and value.strip().endswith("%"):
         return parse_percent(value)
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
-        return float(value)
+    number: Any = value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if isinstance(number, int | float) and not isinstance(number, bool) and 0 <= number <= 1:
+        return float(number)
     raise ValueError(f"expected a share from 0 to 1 like 0.05, or 5%, got {describe_input(value)}")
 
 
@@ -84,15 +90,26 @@ def _members_tag(value: Any) -> str:
     return "@list" if isinstance(value, list) else "@name"
 
 
+def _list_or_group(value: Any) -> str:
+    return "@list" if isinstance(value, list) else "@group"
+
+
 class BlockSpec(_Frozen):
     """A block as a mapping: exactly one of its four keys."""
 
-    series: Annotated[list[BlockItem], Field(min_length=1)] | None = None
+    series: (
+        Annotated[
+            Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
+            | Annotated[SeriesSpec, Tag("@group")],
+            Discriminator(_list_or_group),
+        ]
+        | None
+    ) = None
     parallel: (
         Annotated[
             Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
             | Annotated[GroupSpec, Tag("@group")],
-            Discriminator(lambda v: "@list" if isinstance(v, list) else "@group"),
+            Discriminator(_list_or_group),
         ]
         | None
     ) = None
@@ -128,13 +145,11 @@ Members = Annotated[
 ]
 
 
-class GroupSpec(_Frozen):
-    """``{of: NAME, count: N}`` (N identical copies) or ``{of: [blocks]}``; ``beta`` is the
-    share of each member's failures that hits every member at once (common cause)."""
+class MembersSpec(_Frozen):
+    """``{of: NAME, count: N}`` (N identical copies) or ``{of: [blocks]}``."""
 
     of: Members
     count: Annotated[int, Field(ge=1)] | None = None
-    beta: Share = 0.0
 
     def member_count(self) -> int:
         if isinstance(self.of, list):
@@ -153,6 +168,26 @@ class GroupSpec(_Frozen):
         if items := self.shape_problems():
             raise ModelProblems(items)
         return self
+
+
+class SeriesSpec(MembersSpec):
+    """Members that are all needed: ``{of: NAME, count: N}`` or ``{of: [blocks]}``."""
+
+    beta: Share | None = None  # accepted only to say where it belongs
+
+    def shape_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        problems = super().shape_problems()
+        if self.beta is not None:
+            problems.append((("beta",), "only on a redundant group: parallel, k_of_n or "
+                                        "standby (members in series do not back each other up)"))
+        return problems
+
+
+class GroupSpec(MembersSpec):
+    """A redundant group; ``beta`` is the share of its members' failures that take every
+    member down at once (common cause, see :mod:`ninelives.model.common_cause`)."""
+
+    beta: Share = 0.0
 
 
 class KofNSpec(GroupSpec):
@@ -188,6 +223,8 @@ class ArchSpec(_Frozen):
 
 
 BlockSpec.model_rebuild()
+MembersSpec.model_rebuild()
+SeriesSpec.model_rebuild()
 GroupSpec.model_rebuild()
 KofNSpec.model_rebuild()
 ArchSpec.model_rebuild()
