@@ -103,6 +103,18 @@ def test_standby_formula() -> None:
     assert availability(Standby("x", primary, backup, 0.0, 60)) == pytest.approx(0.999)
 
 
+def test_standby_with_fixed_repairs_switches_for_the_whole_switch_time() -> None:
+    primary = Component("p", "p", 0.999, 7200.0, repair="fixed")
+    block = Standby("x", primary, leaf(0.99, "b"), success=0.9, switch_s=3600)
+    assert block.switch_within_outage_s() == 3600  # min(t, MTTR), not MTTR (1 - e^(-t/MTTR))
+    assert Standby("x", primary, leaf(0.99, "b"), 0.9, 9000).switch_within_outage_s() == 7200
+    frequency = 0.001 / 7200
+    assert availability(block) == pytest.approx(
+        1 - (0.001 * (1 - 0.9 * 0.99) + frequency * 0.9 * 0.99 * 3600), abs=1e-15)
+    parsed = parse_arch("components: {p: {mtbf: 999h, mttr: 1h, repair: fixed}}\nsystem: p\n")
+    assert isinstance(parsed, Component) and parsed.repair == "fixed"
+
+
 def test_beta_adds_the_common_cause_in_series() -> None:
     independent = arch("parallel: {of: c, count: 2}")
     shared = arch("parallel: {of: c, count: 2, beta: 0.1}")

@@ -23,7 +23,7 @@ components:
   psu: {availability: 99.9}
   both: {availability: 99%, mtbf: 3h, mttr: 1h}
   none: {pool: app}
-  slow: {mtbf: fast, mttr: 1h}
+  slow: {mtbf: fast, mttr: 1h, repair: weibull}
 system:
   series:
     - parallel: {of: lnk, count: 2}
@@ -43,6 +43,7 @@ system:
         "components.both.mtbf: give availability or mtbf + mttr, not both",
         "components.none: expected availability, or mtbf and mttr",
         'components.slow.mtbf: expected a duration like 500ms or 2s, got "fast"',
+        'components.slow.repair: expected exponential or fixed, got "weibull"',
         "system.series[1].parallel[1].k_of_n.k: expected at most 3 (the number of members), "
         "got 4",
         "system.series[2].k_of_n.count: only with of: NAME (a list gives its members itself)",

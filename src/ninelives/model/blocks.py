@@ -12,8 +12,9 @@ copy), so availability composes:
   down while P is down unless the failover worked and B is up, plus the switch time
   after each failure of P that the failover covers:
   ``U = (1 - A_P) * (1 - p * A_B) + f_P * p * A_B * m``, with ``f_P = 1 / (MTBF_P +
-  MTTR_P)`` the failure frequency of P and ``m = MTTR_P * (1 - exp(-t / MTTR_P))`` the
-  expected switch time within an outage (a repair shorter than ``t`` ends it first).
+  MTTR_P)`` the failure frequency of P and ``m = E[min(t, repair)]`` the expected switch
+  time within an outage (a repair shorter than ``t`` ends it first): ``MTTR_P * (1 -
+  exp(-t / MTTR_P))`` for exponential repairs, ``min(t, MTTR_P)`` for fixed ones.
 
 Common cause (``beta``) is no block of its own kind: :mod:`ninelives.model.common_cause`
 rewrites a group with ``beta > 0`` into ``series(common cause, group of own parts)``, so
@@ -26,13 +27,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 YEAR_S = 365 * 86_400
 
 
+Repair = Literal["exponential", "fixed"]
+
+
 @dataclass(frozen=True, slots=True)
 class Component:
-    """A leaf: its availability and the repair time the simulation draws from."""
+    """A leaf: its availability and the repair time the simulation draws from (its mean;
+    ``repair`` says how repair times spread: exponential, or always the mean)."""
 
     path: str
     name: str
@@ -41,6 +47,7 @@ class Component:
     mttr_assumed: bool = False
     pool: str | None = None
     note: str = ""
+    repair: Repair = "exponential"
 
     @property
     def mtbf_s(self) -> float:
@@ -103,10 +110,12 @@ class Standby:
         return f"standby {self.primary.name} -> {self.backup.name}"
 
     def switch_within_outage_s(self) -> float:
-        """Expected switch time inside one outage of the primary (exponential repair)."""
+        """Expected switch time inside one outage of the primary: ``E[min(t, repair)]``."""
         mttr = self.primary.mttr_s
         if self.switch_s <= 0 or mttr <= 0:
             return 0.0
+        if self.primary.repair == "fixed":
+            return min(self.switch_s, mttr)
         return mttr * -math.expm1(-self.switch_s / mttr)
 
 

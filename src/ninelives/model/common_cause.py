@@ -27,6 +27,7 @@ assumption; only the simulated repair times of ``C`` do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -99,8 +100,7 @@ def common_cause(
     for member, slot, u in zip(members, slots, unavailable, strict=True):
         own_a = min(1.0, (1 - u) / a_c)
         if isinstance(member, Component):
-            own.append(Component(member.path, member.name, own_a, member.mttr_s,
-                                 member.mttr_assumed, member.pool, "independent part"))
+            own.append(dataclasses.replace(member, availability=own_a, note="independent part"))
         else:
             own.append(OwnPart(slot, member, max(0.0, (1 - own_a) / u)))
     return common, own

@@ -132,10 +132,11 @@ def _component(spec: ArchSpec, name: str, path: str, note: str = "") -> Componen
     given: ComponentSpec = spec.components[name]
     if given.mtbf is not None and given.mttr is not None:
         value = given.mtbf / (given.mtbf + given.mttr)
-        return Component(path, name, value, given.mttr, False, given.pool, note)
+        return Component(path, name, value, given.mttr, False, given.pool, note, given.repair)
     assert given.availability is not None  # ComponentSpec checked one of the two ways
     mttr = given.mttr if given.mttr is not None else ASSUMED_MTTR_S
-    return Component(path, name, given.availability, mttr, given.mttr is None, given.pool, note)
+    return Component(path, name, given.availability, mttr, given.mttr is None, given.pool, note,
+                     given.repair)
 
 
 def _block(spec: ArchSpec, item: str | BlockSpec, path: str) -> Block:

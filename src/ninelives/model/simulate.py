@@ -1,8 +1,9 @@
 """Monte Carlo of N system-years, vectorised with NumPy; the random source is injected.
 
 Each component is an alternating renewal process on one timeline of N years: up times
-exponential with mean MTBF, repair times exponential with mean MTTR, starting up with
-probability A (both laws are memoryless, so that is the steady state). A block's down
+exponential with mean MTBF, repair times exponential with mean MTTR (or all equal to it,
+``repair: fixed``), starting up with probability A (the steady state: up times are
+memoryless; an outage at the start is drawn whole, which over years changes nothing). A block's down
 time is a set of disjoint intervals, held as two sorted arrays; blocks combine by one
 sweep over their children's interval ends:
 
@@ -110,19 +111,25 @@ def renewal(component: Component, horizon: float, rng: np.random.Generator) -> I
     expected = horizon / cycle
     count = int(expected + 6 * math.sqrt(expected) + 16)
     ups = rng.exponential(mtbf, count)
-    downs = rng.exponential(mttr, count)
+    downs = _repairs(component, count, rng)
     if rng.random() >= component.availability:
         ups[0] = 0.0  # it starts in an outage (memoryless: a full repair time remains)
     ends = np.cumsum(ups + downs)
     while ends[-1] < horizon:  # far out in the tail: draw more cycles
         more_ups = rng.exponential(mtbf, count)
-        more_downs = rng.exponential(mttr, count)
+        more_downs = _repairs(component, count, rng)
         ups = np.concatenate([ups, more_ups])
         downs = np.concatenate([downs, more_downs])
         ends = np.concatenate([ends, ends[-1] + np.cumsum(more_ups + more_downs)])
     starts = ends - downs
     keep = starts < horizon
     return starts[keep], np.minimum(ends[keep], horizon)
+
+
+def _repairs(component: Component, count: int, rng: np.random.Generator) -> Floats:
+    if component.repair == "fixed":
+        return np.full(count, component.mttr_s)
+    return rng.exponential(component.mttr_s, count)
 
 
 def sweep(parts: list[Intervals], threshold: int) -> Intervals:

@@ -18,7 +18,7 @@ loader can drop them from the paths it shows (pydantic puts the tag into the loc
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -59,12 +59,15 @@ class _Frozen(BaseModel):
 
 class ComponentSpec(_Frozen):
     """One component: ``availability``, or ``mtbf`` and ``mttr``; ``availability`` with
-    ``mttr`` gives the repair time the simulation uses (else one hour is assumed)."""
+    ``mttr`` gives the repair time the simulation uses (else one hour is assumed).
+    ``repair``: how repair times spread around ``mttr``, exponential (the default) or
+    fixed (every repair takes ``mttr``, as a scripted restart does)."""
 
     availability: Percent | None = None
     mtbf: Duration | None = None
     mttr: Duration | None = None
     pool: Name | None = None
+    repair: Literal["exponential", "fixed"] = "exponential"
 
     @model_validator(mode="after")
     def _one_way(self) -> Self:
