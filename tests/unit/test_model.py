@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,7 @@ def test_k_of_n_of_different_members_matches_enumeration(values: list[float], k:
     assert at_least(k, values) == pytest.approx(total, abs=1e-12)
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SVG = "{http://www.w3.org/2000/svg}"
 DIFFERENT = """
 components:
@@ -249,6 +251,15 @@ def test_the_picture_draws_the_common_cause_and_the_own_parts() -> None:
     assert any(text.startswith("parallel 3 blocks with common cause: ") for text in texts)
     fills = [node.get("fill") for node in picture.iter(f"{SVG}rect")]
     assert fills.count(COMMON_CAUSE[0]) == 1
+
+
+def test_the_racks_of_the_readme() -> None:
+    text = (EXAMPLES / "racks.yaml").read_text()
+    shared = predict(parse_arch(text))
+    alone = predict(parse_arch(text.replace("beta: 0.02", "beta: 0")))
+    assert round(alone.downtime_per_year_s, 3) == 0.322
+    assert round(shared.downtime_per_year_s) == 64
+    assert shared.blocks[0].path == "system.parallel.beta"
 
 
 def test_beta_on_a_standby_of_different_components() -> None:
