@@ -18,7 +18,7 @@ loader can drop them from the paths it shows (pydantic puts the tag into the loc
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -93,6 +93,9 @@ def _members_tag(value: Any) -> str:
     return "@list" if isinstance(value, list) else "@name"
 
 
+GroupT = TypeVar("GroupT", bound="MembersSpec")
+
+
 def _list_or_group(value: Any) -> str:
     return "@list" if isinstance(value, list) else "@group"
 
@@ -100,22 +103,8 @@ def _list_or_group(value: Any) -> str:
 class BlockSpec(_Frozen):
     """A block as a mapping: exactly one of its four keys."""
 
-    series: (
-        Annotated[
-            Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
-            | Annotated[SeriesSpec, Tag("@group")],
-            Discriminator(_list_or_group),
-        ]
-        | None
-    ) = None
-    parallel: (
-        Annotated[
-            Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
-            | Annotated[GroupSpec, Tag("@group")],
-            Discriminator(_list_or_group),
-        ]
-        | None
-    ) = None
+    series: ListOr[SeriesSpec] | None = None
+    parallel: ListOr[GroupSpec] | None = None
     k_of_n: KofNSpec | None = None
     standby: StandbySpec | None = None
 
@@ -140,6 +129,12 @@ class BlockSpec(_Frozen):
 BlockItem = Annotated[
     Annotated[Name, Tag("@name")] | Annotated[BlockSpec, Tag("@block")],
     Discriminator(_block_tag),
+]
+# ``[blocks]`` or a group mapping (``{of, count}``): series and parallel take either.
+ListOr = Annotated[
+    Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
+    | Annotated[GroupT, Tag("@group")],
+    Discriminator(_list_or_group),
 ]
 Members = Annotated[
     Annotated[Name, Tag("@name")]
