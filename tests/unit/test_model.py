@@ -254,7 +254,7 @@ def test_the_picture_draws_the_common_cause_and_the_own_parts() -> None:
 
 
 def test_the_racks_of_the_readme() -> None:
-    text = (EXAMPLES / "racks.yaml").read_text()
+    text = (EXAMPLES / "arch-racks.yaml").read_text()
     shared = predict(parse_arch(text))
     alone = predict(parse_arch(text.replace("beta: 0.02", "beta: 0")))
     assert round(alone.downtime_per_year_s, 3) == 0.322
