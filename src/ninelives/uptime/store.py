@@ -124,8 +124,9 @@ def iso(moment: float) -> str:
 
 def open_history(place: Path) -> UptimeStore:
     """A node's uptime history to read, from its ``state_dir`` (or the file in it), by a
-    process other than the node: never opened for writing, each read a snapshot of its own
-    (WAL), so the node may be writing meanwhile. StoreError names the path if none is there."""
+    process other than the node: not opened (no writer thread, no housekeeping), so it
+    writes nothing; each read is a snapshot of its own on a query-only connection (WAL),
+    so the node may be writing meanwhile. StoreError names the path if none is there."""
     path = place / FILE_NAME if place.is_dir() else place
     if not path.is_file():
         raise StoreError(f"{path}: no uptime history here (expected a node's state_dir, "
