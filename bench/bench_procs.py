@@ -7,12 +7,13 @@ import contextlib
 import http.client
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class Processes:
         self.procs.append(proc)
         return proc
 
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL the process's whole group at once (a crash of all of it, not a shutdown)."""
+        _signal_group(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=STOP_DEADLINE_S)
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             _signal_group(proc, signal.SIGTERM)
@@ -92,6 +99,19 @@ def _signal_group(proc: Proc, sig: signal.Signals) -> None:
     # start_new_session made the child the leader of process group == its pid.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+def install_missing(packages: Mapping[str, str]) -> None:
+    """apt-get install the Debian package of every command (command -> package) not on PATH."""
+    missing = sorted({pkg for command, pkg in packages.items() if shutil.which(command) is None})
+    if not missing:
+        return
+    print(f"installing {' '.join(missing)}", file=sys.stderr)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", *missing]
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
 
 
 def free_port() -> int:

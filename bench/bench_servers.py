@@ -3,11 +3,9 @@ how each starts and when each counts as ready."""
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -19,20 +17,13 @@ from bench_procs import (
     Processes,
     StartupError,
     free_port,
+    install_missing,
     wait_http_ok,
 )
 
 
 def ensure_packages() -> None:
-    missing = [pkg for pkg in ("nginx", "haproxy", "wrk") if shutil.which(pkg) is None]
-    if not missing:
-        return
-    print(f"installing {' '.join(missing)}", file=sys.stderr)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", *missing]
-    if subprocess.run(install, env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
-        subprocess.run(install, env=env, check=True)
+    install_missing({pkg: pkg for pkg in ("nginx", "haproxy", "wrk")})
 
 
 def start_nginx(procs: Processes, tmp: Path, ports: tuple[int, int]) -> Proc:

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_procs import free_port
+from bench_procs import free_port, install_missing
 from failover_proxies import Haproxy, Ninelives, ninelives_reloads, start_backends
 
 from ninelives.drill.faults import FaultMarks, FaultPlan, inject
@@ -219,10 +219,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("haproxy") is None:
-        print("installing haproxy", file=sys.stderr)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-q", "haproxy"], env=env, check=True)
+    install_missing({"haproxy": "haproxy"})
     import uvloop
 
     try:

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -410,17 +410,25 @@ def drill(
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
               help="write the block diagram and the contribution bars to this SVG file")
 @click.option("--observed", is_flag=True,
-              help="compare components with pool: to their servers' uptime history (admin API)")
+              help="compare components with pool: to their servers' uptime history (from the "
+                   "admin API, or with --state-dir or --config from the node's state directory)")
 @click.option("--window", default="30d", show_default=True, help="with --observed: how far back")
 @click.option("--admin", help=ADMIN_HELP)
 @click.option("--token", help=TOKEN_HELP)
+@click.option("--state-dir", type=click.Path(path_type=Path),
+              help="with --observed: read the history in this node state directory (its "
+                   "state_dir), not over the admin API; safe while the node runs")
+@click.option("--config", "node_config", type=click.Path(path_type=Path),
+              help="with --observed: the node's config: the history in its state_dir (unless "
+                   "--state-dir), its maintenance windows taken out as the admin API does")
 def model(
     arch: Path, fmt: str, years: int | None, seed: int | None, plot: Path | None,
     observed: bool, window: str, admin: str | None, token: str | None,
+    state_dir: Path | None, node_config: Path | None,
 ) -> None:
     """Predict the availability of an architecture (ARCH.yaml: components and their
-    redundancy) and show which block costs the most downtime. Needs no node, except for
-    --observed."""
+    redundancy) and show which block costs the most downtime. Needs no node; --observed
+    reads a node's uptime history over its admin API or from its state directory."""
     import numpy as np
     from rich.console import Console
 
@@ -430,6 +438,8 @@ def model(
     from ninelives.model.report import predict, render, render_observed, to_json
     from ninelives.model.simulate import simulate
 
+    if (state_dir or node_config) and not observed:
+        raise click.UsageError("--state-dir and --config go with --observed")
     try:
         root = load_arch(arch)
     except ArchError as exc:
@@ -443,7 +453,9 @@ def model(
         report = _client(admin, token).uptime([("window", window), ("kind", "server")])
         observations.extend(compare(root, report))
 
-    if observed:
+    if observed and (state_dir or node_config):
+        observations.extend(compare(root, _history(state_dir, node_config, window)))
+    elif observed:
         _call(fetch)
     prediction = predict(root)
     simulated = None if years is None else simulate(root, years, np.random.default_rng(seed))
@@ -464,6 +476,36 @@ def model(
     console.print(render(prediction, simulated))
     if observed:
         console.print(render_observed(observations, window))
+
+def _history(state_dir: Path | None, config: Path | None, window: str) -> dict[str, Any]:
+    """The servers' part of ``GET /v1/uptime?window=WINDOW``, read from the node's state
+    directory as the node itself reads it (with its config: its servers and maintenance
+    windows; without: every server in the history, no maintenance window)."""
+    import sqlite3
+    import time
+
+    from ninelives.uptime.recorder import configured
+    from ninelives.uptime.report import Topology, uptime_report, window_from
+    from ninelives.uptime.schema import StoreError
+    from ninelives.uptime.store import open_history
+
+    cfg = None if config is None else _load(config)
+    place = state_dir if state_dir is not None or cfg is None else cfg.node.state_dir
+    assert place is not None  # the caller gave a state_dir or a config
+    now = time.time()
+    try:
+        start, end = window_from({"window": window}, now)
+        store = open_history(place)
+        topology = Topology("", (), ()) if cfg is None else configured(cfg)
+        rules = [] if cfg is None else cfg.uptime.rules()
+        return uptime_report(store, topology, rules, start, end, now, ["server"])
+    except (ValueError, StoreError) as exc:
+        click.echo(f"ninelives model: {exc}", err=True)
+    except sqlite3.Error as exc:
+        click.echo(f"ninelives model: cannot read the uptime history in {place}: {exc}",
+                   err=True)
+    sys.exit(1)
+
 
 if __name__ == "__main__":
     main()

@@ -54,13 +54,13 @@ def test_on_etcd_a_cut_off_leader_steps_down_before_another_leads(
     lab: Lab, harness: Harness,
 ) -> None:
     etcds = start_etcd_cluster(harness, {name: lab.address(name) for name in ETCD_HOSTS},
-                               lambda name: lab.exec(name))
+                               lab.exec)
     start_backend(lab, harness)
     cluster = Cluster(lab, harness, {
         "coordinator": "etcd",
         "etcd": {"endpoints": [m.client_url for m in etcds], "prefix": f"/nl/{lab.tag}"},
         "lease_ttl": f"{LEASE_TTL:g}s",
-    }, LEASE_TTL)
+    })
     watch = SplitBrainWatch(lab)
     watch.start()
     try:
@@ -97,7 +97,7 @@ def test_on_etcd_a_cut_off_leader_steps_down_before_another_leads(
         took = next(at for at, held in watch.holders if at > cut_at and follower in held)
         assert left - cut_at < STEP_DOWN_AT + SLACK, watch.holders
         lab.reconnect(leader, *cut, follower)
-        cluster.rejoins_as_follower(leader, follower, leases=1)
+        cluster.rejoins_as_follower(leader, follower, hold=LEASE_TTL)
         leader, follower = follower, leader
 
         # (c) etcd lost by every node, the peers still reach each other: the leader steps

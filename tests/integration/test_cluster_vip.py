@@ -30,11 +30,13 @@ from tests.support.netlab import (
     SplitBrainWatch,
     answers,
     built_lab,
+    local_coordinator,
     needs_netns,
     other,
     restored_after,
     start_backend,
     start_probe,
+    wait_for_answers,
 )
 from tests.support.node import Harness, wait_until
 
@@ -58,9 +60,7 @@ def lab() -> Generator[Lab, None, None]:
 def local_cluster(lab: Lab, harness: Harness) -> Cluster:
     """The nodes on the ``local`` coordinator, and the backend they serve (started)."""
     start_backend(lab, harness)
-    path = str(harness.directory / "cluster.db")
-    return Cluster(lab, harness, {"coordinator": "local", "local": {"path": path},
-                                  "lease_ttl": f"{LEASE_TTL:g}s"}, LEASE_TTL)
+    return Cluster(lab, harness, local_coordinator(harness.directory / "cluster.db", LEASE_TTL))
 
 
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(
@@ -72,6 +72,7 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
     try:
         leader = cluster.start_all()
         probe = start_probe(lab, harness)
+        wait_for_answers(probe)
         gaps: list[float] = []
         for trial in range(TRIALS):
             follower = other(leader)
@@ -96,7 +97,7 @@ def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_tw
             cluster.start(leader)  # its link still down: a stale VIP there reaches nobody
             assert not lab.has_vip_address(leader), f"{leader} kept the VIP it left"
             lab.set_link(leader, "up")
-            cluster.rejoins_as_follower(leader, follower)
+            cluster.rejoins_as_follower(leader, follower, hold=3 * LEASE_TTL)
             leader = follower
         # (d) a planned switchover, asked of the follower: the VIP moves back.
         follower = other(leader)
@@ -142,6 +143,7 @@ def test_a_leader_process_killed_on_a_live_link_leaves_a_vip_the_kernel_removes(
         lifetime = cluster.status(leader)["vip"]["lifetime_s"]
         assert lifetime == address_lifetime(LEASE_TTL)
         probe = start_probe(lab, harness)
+        wait_for_answers(probe)
         killed_at = time.monotonic()
         cluster.nodes[leader].kill()
         wait_until(lambda: lab.holds_vip(follower), timeout=10,
@@ -151,7 +153,7 @@ def test_a_leader_process_killed_on_a_live_link_leaves_a_vip_the_kernel_removes(
         gone_after = time.monotonic() - killed_at
         assert cluster.holder() == follower
         cluster.start(leader)  # the link is up: it must not claim the VIP
-        cluster.rejoins_as_follower(leader, follower)
+        cluster.rejoins_as_follower(leader, follower, hold=3 * LEASE_TTL)
         settled = time.monotonic()
         times, failed = answers(probe, settled - 2 * LEASE_TTL, settled)
         served, _ = answers(probe, killed_at - 1, settled)
@@ -186,6 +188,7 @@ def test_a_node_of_higher_priority_takes_the_lead_back_and_handovers_fail_no_req
         wait_until(lambda: cluster.holder() == "lb-2", timeout=10, message="lb-2 leads")
         probe = start_probe(lab, harness, "--retry-connect", "3", "--answer-timeout", "2",
                             "--stop-after", "120")
+        wait_for_answers(probe)
         # (a) lb-1, of higher priority with preempt on, joins: it takes the lead back.
         joined_at = time.monotonic()
         cluster.start("lb-1", priority=200, preempt=True)
@@ -210,7 +213,7 @@ def test_a_node_of_higher_priority_takes_the_lead_back_and_handovers_fail_no_req
             took.append(done.stdout.split(" in ")[1].split()[0])
             wait_until(lambda t=to: cluster.holder() == t, timeout=10,
                        message=f"switchover {turn}: {to} holds the VIP")
-        cluster.rejoins_as_follower("lb-2", "lb-1")  # lb-1 leads after an even count
+        cluster.rejoins_as_follower("lb-2", "lb-1", hold=LEASE_TTL)  # after an even count
         handovers_end = time.monotonic()
         # (c) lb-1 dies (killed, link down), lb-2 takes over, lb-1 comes back: it takes the
         # lead back.

@@ -1,26 +1,16 @@
-"""``ninelives model`` run as the real command on examples/arch.yaml."""
+"""``ninelives model`` run as the real command on examples/arch.yaml, and --observed
+beside a real node (over its admin API and from its state directory)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
 
-from tests.support.node import NINELIVES
-
-ARCH = Path(__file__).resolve().parents[2] / "examples" / "arch.yaml"
-
-
-def model(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NINELIVES), "model", *args], capture_output=True, text=True,
-                          timeout=60)
+from tests.support.model import ARCH, model, observed
+from tests.support.node import PATIENT_HEALTH, Harness, one_pool_config, wait_until
 
 
 def test_json_with_simulation() -> None:
@@ -77,53 +67,48 @@ def test_unwritable_plot(tmp_path: Path) -> None:
     assert "cannot write" in done.stderr
 
 
-class _Uptime(BaseHTTPRequestHandler):
-    """An admin API that answers GET /v1/uptime with three servers of pool app."""
+def test_observed_over_the_admin_api_and_from_the_state_dir(harness: Harness) -> None:
+    servers = harness.backends("a1", "a2", "a3")
+    node = harness.node(one_pool_config(servers, {"health": PATIENT_HEALTH}))
+    a2 = servers[1]
+    a2.kill()
+    wait_until(lambda: node.server_status("app", "a2")["state"] == "down", timeout=10,
+               message="a2 down")
+    harness.backend("a2", port=a2.port)
+    wait_until(lambda: node.server_status("app", "a2")["state"] == "up", timeout=10,
+               message="a2 up again")
+    state_dir = harness.directory / "state"
+    # The outage is over: later readings see the same down time and more up time. The
+    # node writes its history meanwhile (a heartbeat a second).
+    first = observed("--state-dir", str(state_dir))
+    admin = observed("--admin", f"{node.admin[0]}:{node.admin[1]}")
+    last = observed("--config", str(harness.directory / "lb-test.yaml"))
+    for reading in (first, admin, last):
+        assert (reading["servers"], reading["incidents"]) == (3, 1), reading
+        assert reading["observed_mttr_s"] == admin["observed_mttr_s"] > 0
+        assert "observed MTTR" in reading["explanation"]
+    assert first["observed"] <= admin["observed"] <= last["observed"] < 1
+    assert first["observed_s"] <= admin["observed_s"] <= last["observed_s"]
 
-    seen: ClassVar[list[str]] = []
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        entities = [
-            {"kind": "server", "pool": "app", "name": f"a{i}", "uptime_s": 2_590_000.0,
-             "downtime_s": 2400.0, "incident_count": 1}
-            for i in (1, 2, 3)
-        ]
-        body = json.dumps({"entities": entities}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def admin() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Uptime)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_observed_beside_the_prediction(admin: str) -> None:
-    done = model(str(ARCH), "--observed", "--admin", admin, "--window", "30d",
-                 "--format", "json")
-    assert done.returncode == 0, done.stderr
-    assert _Uptime.seen[-1] == "/v1/uptime?window=30d&kind=server"
-    (server,) = json.loads(done.stdout)["observed"]
-    assert (server["component"], server["pool"], server["servers"]) == ("server", "app", 3)
-    assert server["observed_mttr_s"] == 2400.0
-    assert "observed MTTR 40m vs given 4h" in server["explanation"]
-    table = model(str(ARCH), "--observed", "--admin", admin)
+    table = model(str(ARCH), "--observed", "--state-dir", str(state_dir))
     assert table.returncode == 0, table.stderr
     assert "Predicted and observed" in table.stdout
+
+
+def test_observed_state_dir_problems(tmp_path: Path) -> None:
+    done = model(str(ARCH), "--observed", "--state-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr == (f"ninelives model: {tmp_path / 'uptime.db'}: no uptime history "
+                           "here (expected a node's state_dir, which holds uptime.db)\n")
+    assert not (tmp_path / "uptime.db").exists()
+    (tmp_path / "uptime.db").write_text("not a database")
+    done = model(str(ARCH), "--observed", "--state-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"ninelives model: cannot read the uptime history in "
+                                  f"{tmp_path}: ")
+    alone = model(str(ARCH), "--state-dir", str(tmp_path))
+    assert alone.returncode == 2 and "--state-dir and --config go with --observed" in (
+        alone.stderr)
 
 
 def test_observed_without_a_node(tmp_path: Path) -> None:

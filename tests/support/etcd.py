@@ -1,11 +1,16 @@
-"""A real etcd for tests: one member on loopback, free ports, a temporary data directory;
-or a cluster of members, each in a network namespace of its own (:func:`start_etcd_cluster`).
+"""A real etcd for tests: one member on loopback, free ports, a temporary data directory.
 
 Started with :func:`start_etcd` inside a :class:`~tests.support.node.Harness`, which
 stops it by pid when the test (or module) ends and puts its log in the report of a
 failing test. Readiness is etcd's own ``/health`` answering ``true``, polled with a
 deadline; no fixed sleep. The binary is Debian's ``etcd-server`` (``make test``
 installs it when it is missing).
+
+In a network namespace (``start_etcd(..., host=lab address, netns=lab.exec(host))``) etcd
+listens on that namespace's address and its health is asked from inside the namespace, by
+this module run as ``python -m tests.support.etcd URL`` (exit 0 when healthy).
+:func:`start_etcd_cluster` starts several members that way, one per namespace, as one
+cluster; :func:`raft_leader` says which of them leads etcd's raft.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tests.support.node import Harness, Process, free_port
+from tests.support.node import ROOT, Harness, Process, free_port
 
 ETCD_READY_TIMEOUT = 30.0
 
@@ -36,20 +41,22 @@ def etcd_binary() -> str | None:
     return shutil.which("etcd")
 
 
-def start_etcd(harness: Harness, name: str = "etcd-test") -> Etcd:
-    client_url = f"http://127.0.0.1:{free_port()}"
-    peer_url = f"http://127.0.0.1:{free_port()}"
-    etcd = _spawn(harness, name, [], client_url, peer_url, f"{name}={peer_url}", [])
-    _await_health(etcd)
+def start_etcd(harness: Harness, name: str = "etcd-test", *, host: str = "127.0.0.1",
+               netns: Sequence[str] = ()) -> Etcd:
+    """One member on ``host``; ``netns`` is a command prefix that runs it in a network
+    namespace (``ip netns exec NAME``), where ``host`` is an address."""
+    client_url = f"http://{host}:{free_port()}"
+    peer_url = f"http://{host}:{free_port()}"
+    etcd = _spawn(harness, name, netns, client_url, peer_url, f"{name}={peer_url}", [])
+    _await_health(etcd, netns)
     return etcd
 
 
 def start_etcd_cluster(
-    harness: Harness, members: Mapping[str, str], wrap: Callable[[str], list[str]],
+    harness: Harness, members: Mapping[str, str], netns: Callable[[str], Sequence[str]],
 ) -> list[Etcd]:
     """One etcd member per entry of ``members`` (name -> IP address, ports 2379 and 2380),
-    each started under ``wrap(name)`` (``ip netns exec NS``: the test's processes may not
-    reach these addresses themselves, so readiness is the member's log saying it joined).
+    each run under ``netns(name)``, as one cluster; returned once every member is healthy.
 
     Raft runs with a 50 ms heartbeat and a 300 ms election timeout (etcd's defaults:
     100 ms, 1 s), so that a killed raft leader is replaced within about half a second.
@@ -60,12 +67,13 @@ def start_etcd_cluster(
     """
     peers = ",".join(f"{name}=http://{address}:2380" for name, address in members.items())
     started = [
-        _spawn(harness, name, wrap(name), f"http://{address}:2379", f"http://{address}:2380",
+        _spawn(harness, name, netns(name), f"http://{address}:2379", f"http://{address}:2380",
                peers, ["--heartbeat-interval", "50", "--election-timeout", "300"])
         for name, address in members.items()
     ]
-    for etcd in started:
-        _await_log(etcd, "published local member to cluster")
+    # Healthy needs a quorum: every member is started before the first is asked.
+    for name, etcd in zip(members, started, strict=True):
+        _await_health(etcd, netns(name))
     return started
 
 
@@ -79,10 +87,10 @@ for url in sys.argv[1:]:
 """
 
 
-def raft_leader(members: list[Etcd], wrap: list[str]) -> Etcd:
-    """The member that leads the etcd cluster now, asked from under ``wrap`` (a namespace
-    that reaches them), from every member's own status."""
-    argv = [*wrap, sys.executable, "-c", _STATUS, *(m.client_url for m in members)]
+def raft_leader(members: list[Etcd], netns: Sequence[str]) -> Etcd:
+    """The member that leads the etcd cluster now, from every member's own status, asked
+    from under ``netns`` (a namespace that reaches them)."""
+    argv = [*netns, sys.executable, "-c", _STATUS, *(m.client_url for m in members)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     statuses = [json.loads(line) for line in done.stdout.splitlines()]
     leaders = {leader for _, _, leader in statuses}
@@ -91,13 +99,13 @@ def raft_leader(members: list[Etcd], wrap: list[str]) -> Etcd:
     return next(m for m in members if m.client_url == url)
 
 
-def _spawn(harness: Harness, name: str, wrap: list[str], client_url: str, peer_url: str,
+def _spawn(harness: Harness, name: str, netns: Sequence[str], client_url: str, peer_url: str,
            initial_cluster: str, extra: list[str]) -> Etcd:
     binary = etcd_binary()
     assert binary is not None, "etcd not found: install Debian's etcd-server (make test does)"
     data_dir = harness.directory / f"{name}-data"
     argv = [
-        *wrap, binary, "--name", name, "--data-dir", str(data_dir),
+        *netns, binary, "--name", name, "--data-dir", str(data_dir),
         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
         "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
@@ -112,34 +120,40 @@ def _spawn(harness: Harness, name: str, wrap: list[str], client_url: str, peer_u
     return etcd
 
 
-def _await_log(etcd: Etcd, line: str) -> None:
-    deadline = time.monotonic() + ETCD_READY_TIMEOUT
-    while line not in etcd.log_path.read_text(errors="replace"):
-        if not etcd.alive():
-            raise AssertionError(f"{etcd.label} exited (code {etcd.popen.poll()}) before it "
-                                 f"was ready\n{etcd.log_tail()}")
-        if time.monotonic() > deadline:
-            etcd.stop()
-            raise AssertionError(f"{etcd.label} did not log {line!r} within "
-                                 f"{ETCD_READY_TIMEOUT}s\n{etcd.log_tail()}")
-        time.sleep(HEALTH_POLL)
+def health(client_url: str) -> str:
+    """'' when etcd at ``client_url`` says it is healthy, else what is wrong."""
+    try:
+        with urllib.request.urlopen(client_url + "/health", timeout=2) as response:
+            return "" if json.loads(response.read()).get("health") == "true" else "unhealthy"
+    except (OSError, urllib.error.URLError, ValueError) as error:
+        return str(error)
 
 
-def _await_health(etcd: Etcd) -> None:
+def _health_from(client_url: str, netns: Sequence[str]) -> str:
+    if not netns:
+        return health(client_url)
+    done = subprocess.run([*netns, sys.executable, "-m", "tests.support.etcd", client_url],
+                          cwd=ROOT, capture_output=True, text=True, timeout=10, check=False)
+    return "" if done.returncode == 0 else done.stdout.strip() or done.stderr.strip()
+
+
+def _await_health(etcd: Etcd, netns: Sequence[str]) -> None:
     deadline = time.monotonic() + ETCD_READY_TIMEOUT
     last = ""
     while time.monotonic() < deadline:
         if not etcd.alive():
             raise AssertionError(f"{etcd.label} exited (code {etcd.popen.poll()}) before it "
                                  f"was healthy\n{etcd.log_tail()}")
-        try:
-            with urllib.request.urlopen(etcd.client_url + "/health", timeout=2) as response:
-                if json.loads(response.read()).get("health") == "true":
-                    return
-                last = "unhealthy"
-        except (OSError, urllib.error.URLError, ValueError) as error:
-            last = str(error)
+        last = _health_from(etcd.client_url, netns)
+        if not last:
+            return
         time.sleep(HEALTH_POLL)
     etcd.stop()
     raise AssertionError(f"{etcd.label} not healthy within {ETCD_READY_TIMEOUT}s ({last})\n"
                          f"{etcd.log_tail()}")
+
+
+if __name__ == "__main__":
+    problem = health(sys.argv[1])
+    print(problem or "healthy")
+    sys.exit(1 if problem else 0)

@@ -2,8 +2,10 @@
 a thread that watches for two holders of the virtual IP, and the reading of a VIP probe's log.
 
 Topology: a bridge namespace (br0) and one namespace per host, each with an ``eth0`` on
-``SUBNET`` (10.77.0.0/24) whose last octet is given by ``HOSTS``. Names carry a random tag,
-so that several runs (tests, benchmarks) can build labs at the same time.
+``SUBNET`` (10.77.0.0/24) whose last octet is given by ``HOSTS`` (or the hosts a lab is made
+with). Names carry a random tag, so that several runs (tests, benchmarks) can build labs at
+the same time. Also here: the ninelives nodes, the backend and the client of the cluster
+tests and of bench/vip_bench.py.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
 VIP = "10.77.0.100"
 SUBNET = "10.77.0.{}/24"
 HOSTS = {"lb-1": 11, "lb-2": 12, "backend": 20, "client": 30}
+NODES = ("lb-1", "lb-2")
+BACKEND_PORT = 8000
+WEB_PORT = 8080
+NOWHERE_MAC = "02:00:00:00:00:99"  # locally administered, on no interface of a lab
+MIN_SAMPLES = 100  # a split-brain watch that saw fewer could have missed an overlap
+
 needs_netns = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
     reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
 )
-NODES = ("lb-1", "lb-2")  # the hosts that run ninelives
-NOWHERE_MAC = "02:00:00:00:00:99"  # locally administered, on no interface of a lab
-MIN_SAMPLES = 100  # a split-brain watch that saw fewer could have missed an overlap
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -47,11 +52,8 @@ class Lab:
 
     def __init__(self, hosts: Mapping[str, int] = HOSTS) -> None:
         self.tag = secrets.token_hex(2)  # names unique to this run: others may test too
-        self.hosts = dict(hosts)  # host name -> last octet of its address on SUBNET
+        self.hosts = dict(hosts)  # host -> last octet of its address
         self.namespaces: list[str] = []
-
-    def address(self, host: str) -> str:
-        return SUBNET.format(self.hosts[host]).split("/")[0]
 
     def ns(self, host: str) -> str:
         return f"nl{self.tag}-{host}"
@@ -98,8 +100,22 @@ class Lab:
                  check=False).stdout
         return f" {VIP}/" in out
 
+    def address(self, host: str) -> str:
+        return SUBNET.format(self.hosts[host]).split("/")[0]
+
+    def clear_vip(self, host: str) -> None:
+        """Remove the VIP from this node's eth0 if it is there, as a reboot would."""
+        ip("-n", self.ns(host), "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
+
     def set_link(self, host: str, state: str) -> None:
         ip("-n", self.ns(host), "link", "set", "eth0", state)
+
+    def isolate(self, *hosts: str, on: bool = True) -> None:
+        """Cut (``on``) or heal the traffic between these hosts at the bridge (isolated
+        bridge ports); each still reaches every other host."""
+        for host in hosts:
+            ip("-n", self.ns("br"), "link", "set", f"v-{host}", "type", "bridge_slave",
+               "isolated", "on" if on else "off")
 
     def exec(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
@@ -107,15 +123,16 @@ class Lab:
     def cut_off(self, host: str, *others: str) -> None:
         """Silently drop everything ``host`` sends to ``others``, its link still up: their
         addresses are pinned to a MAC address nobody has, so packets leave and are lost, as
-        over a cut cable (no iptables needed; the kernel answers nothing, so TCP times out)."""
-        for other in others:
-            ip("-n", self.ns(host), "neigh", "replace", self.address(other), "lladdr",
+        over a cut cable (no iptables needed; nothing answers, so TCP times out). Unlike
+        :meth:`isolate`, ``host`` still reaches (and answers ARP from) everyone else."""
+        for other_host in others:
+            ip("-n", self.ns(host), "neigh", "replace", self.address(other_host), "lladdr",
                NOWHERE_MAC, "dev", "eth0", "nud", "permanent")
 
     def reconnect(self, host: str, *others: str) -> None:
         """Undo :meth:`cut_off`: ``host`` asks ARP for ``others`` again."""
-        for other in others:
-            ip("-n", self.ns(host), "neigh", "del", self.address(other), "dev", "eth0")
+        for other_host in others:
+            ip("-n", self.ns(host), "neigh", "del", self.address(other_host), "dev", "eth0")
 
 
 @contextmanager
@@ -128,100 +145,6 @@ def built_lab(hosts: Mapping[str, int] = HOSTS) -> Iterator[Lab]:
     finally:
         left = made.destroy()
         assert not left, f"could not remove namespaces {left}"
-
-
-def start_backend(lab: Lab, harness: Harness) -> Process:
-    """The backend ``b1`` on port 8000 of the backend namespace."""
-    argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend",
-                    "--name", "b1", "--host", "0.0.0.0", "--port", "8000")
-    return harness.spawn("backend-b1", argv, "backend ready")
-
-
-def start_probe(lab: Lab, harness: Harness, *options: str) -> Process:
-    """The client's probe of the VIP (tests/support/vip_probe.py, with ``options``), once it
-    has an answer."""
-    argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe",
-                    "--host", VIP, "--port", "8080", *options)
-    probe = harness.spawn("probe", argv, "probe ready")
-    wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
-               message="the client gets answers through the VIP")
-    return probe
-
-
-def node_config(harness: Harness, name: str, cluster: Mapping[str, Any]) -> Path:
-    """A node in front of the backend, listening on every address (so on the VIP), with
-    ``cluster`` as its cluster section plus the VIP on eth0."""
-    return harness.write_config({
-        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
-        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-        "listeners": [{"name": "web", "bind": "0.0.0.0:8080", "protocol": "http",
-                       "pool": "app"}],
-        "pools": {"app": {
-            "health": {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1,
-                       "fall": 2},
-            "servers": [{"name": "b1", "address": f"10.77.0.{HOSTS['backend']}:8000"}],
-        }},
-        "cluster": {**cluster, "vip": {"address": f"{VIP}/24", "interface": "eth0"}},
-    }, name)
-
-
-def other(node: str) -> str:
-    return NODES[1 - NODES.index(node)]
-
-
-class Cluster:
-    """The ninelives nodes of a lab, each in its namespace, with ``cluster`` as their
-    cluster section; read their status through the CLI, see who holds the VIP."""
-
-    def __init__(self, lab: Lab, harness: Harness, cluster: Mapping[str, Any],
-                 lease_ttl: float) -> None:
-        self.lab = lab
-        self.harness = harness
-        self.cluster = cluster
-        self.lease_ttl = lease_ttl
-        self.nodes: dict[str, Process] = {}
-        self.admin: dict[str, str] = {}
-
-    def start(self, name: str, **extra: Any) -> Process:
-        config = node_config(self.harness, name, {**self.cluster, **extra})
-        argv = self.lab.exec(name, str(NINELIVES), "run", str(config))
-        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
-        fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
-        self.nodes[name], self.admin[name] = process, fields["admin"]
-        return process
-
-    def start_all(self) -> str:
-        """Start every node; return the one that holds the VIP."""
-        for name in NODES:
-            self.start(name)
-        return wait_until(self.holder, timeout=15, message="one node holds the VIP")
-
-    def ninelives(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """``ninelives ARGS --admin`` of node ``name``, run in its namespace."""
-        argv = self.lab.exec(name, str(NINELIVES), *args, "--admin", self.admin[name],
-                             "--token", TOKEN)
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
-
-    def status(self, name: str) -> dict[str, Any]:
-        done = self.ninelives(name, "status", "--json")
-        done.check_returncode()
-        cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
-        return cluster
-
-    def holder(self) -> str | None:
-        held = [h for h in NODES if self.lab.holds_vip(h)]
-        assert len(held) <= 1, f"both nodes hold the VIP: {held}"
-        return held[0] if held else None
-
-    def rejoins_as_follower(self, old: str, leader: str, leases: float = 3) -> None:
-        """``old`` (running again) follows ``leader``, which keeps the VIP for ``leases``."""
-        wait_until(lambda: self.status(old)["role"] == "follower"
-                   and self.status(old)["leader"] is not None, timeout=10,
-                   message=f"{old} follows")
-        assert self.status(old)["leader"]["name"] == leader
-        held_until = time.monotonic() + leases * self.lease_ttl
-        while time.monotonic() < held_until:
-            assert self.holder() == leader, f"the VIP left {leader}"
 
 
 @dataclass
@@ -267,6 +190,108 @@ class SplitBrainWatch:
         ends = [at for at, _ in self.holders[1:]] + [self.last]
         return sum(end - at for (at, held), end in zip(self.holders, ends, strict=True)
                    if len(held) > 1)
+
+
+def other(node: str) -> str:
+    return NODES[1] if node == NODES[0] else NODES[0]
+
+
+def node_config(harness: Harness, name: str, cluster: Mapping[str, Any] | None) -> Path:
+    """A node of the lab: listener ``web`` on port 8080 of every address, in front of the
+    backend. With ``cluster`` (the coordinator's settings and ``lease_ttl``), active/passive
+    with the VIP on eth0; without, a plain proxy (for a failover that is not ninelives')."""
+    config: dict[str, Any] = {
+        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "listeners": [{"name": "web", "bind": f"0.0.0.0:{WEB_PORT}", "protocol": "http",
+                       "pool": "app"}],
+        "pools": {"app": {
+            "health": {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1,
+                       "fall": 2},
+            "servers": [{"name": "b1", "address": f"10.77.0.{HOSTS['backend']}:{BACKEND_PORT}"}],
+        }},
+    }
+    if cluster is not None:
+        config["cluster"] = {**cluster, "vip": {"address": f"{VIP}/24", "interface": "eth0"}}
+    return harness.write_config(config, name)
+
+
+def local_coordinator(path: Path, lease_ttl: float) -> dict[str, Any]:
+    return {"coordinator": "local", "local": {"path": str(path)}, "lease_ttl": f"{lease_ttl:g}s"}
+
+
+class Cluster:
+    """ninelives nodes in the lab's node namespaces, all with the same ``cluster`` settings."""
+
+    def __init__(self, lab: Lab, harness: Harness, cluster: Mapping[str, Any] | None) -> None:
+        self.lab = lab
+        self.harness = harness
+        self.cluster = cluster
+        self.nodes: dict[str, Process] = {}
+        self.admin: dict[str, str] = {}
+
+    def start(self, name: str, **extra: Any) -> Process:
+        """Start node ``name``; ``extra`` adds to its cluster settings (priority=200)."""
+        cluster = None if self.cluster is None else {**self.cluster, **extra}
+        config = node_config(self.harness, name, cluster)
+        argv = self.lab.exec(name, str(NINELIVES), "run", str(config))
+        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
+        fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
+        self.nodes[name], self.admin[name] = process, fields["admin"]
+        return process
+
+    def start_all(self) -> str:
+        """Start every node; return the one that holds the VIP."""
+        for name in NODES:
+            self.start(name)
+        return wait_until(self.holder, timeout=15, message="one node holds the VIP")
+
+    def ninelives(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ninelives ARGS`` against node ``name``'s admin API, run in its namespace."""
+        argv = self.lab.exec(name, str(NINELIVES), *args, "--admin", self.admin[name],
+                             "--token", TOKEN)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    def status(self, name: str) -> dict[str, Any]:
+        done = self.ninelives(name, "status", "--json")
+        done.check_returncode()
+        cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
+        return cluster
+
+    def holder(self) -> str | None:
+        held = [h for h in NODES if self.lab.holds_vip(h)]
+        assert len(held) <= 1, f"both nodes hold the VIP: {held}"
+        return held[0] if held else None
+
+    def rejoins_as_follower(self, old: str, leader: str, hold: float) -> None:
+        """``old`` (running again) follows ``leader``, which keeps the VIP ``hold`` seconds."""
+        wait_until(lambda: self.status(old)["role"] == "follower"
+                   and self.status(old)["leader"] is not None, timeout=10,
+                   message=f"{old} follows")
+        assert self.status(old)["leader"]["name"] == leader
+        held_until = time.monotonic() + hold
+        while time.monotonic() < held_until:
+            assert self.holder() == leader, f"the VIP left {leader}"
+
+
+def start_backend(lab: Lab, harness: Harness) -> Process:
+    argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend", "--name", "b1",
+                    "--host", "0.0.0.0", "--port", str(BACKEND_PORT))
+    return harness.spawn("backend-b1", argv, "backend ready")
+
+
+def start_probe(lab: Lab, harness: Harness, *options: str) -> Process:
+    """The client asking the VIP again and again (tests/support/vip_probe.py, with
+    ``options``)."""
+    argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe", "--host", VIP,
+                    "--port", str(WEB_PORT), *options)
+    return harness.spawn("probe", argv, "probe ready")
+
+
+def wait_for_answers(probe: Process) -> None:
+    """Wait until the probe has had an answer through the VIP."""
+    wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
+               message="the client gets answers through the VIP")
 
 
 def restored_after(probe: Process, since: float) -> float | None:

@@ -616,6 +616,12 @@ class RssSampler:
 
 # --- configs -------------------------------------------------------------------------------
 
+# Checks that tolerate a busy machine: a live server must not be seen down here.
+PATIENT_HEALTH: dict[str, Any] = {
+    "http": {"path": "/healthz", "expect": 200}, "interval": "500ms", "timeout": "500ms",
+    "rise": 1, "fall": 2,
+}
+
 # Fast enough that a dead server is noticed within a fraction of a second.
 FAST_HEALTH: dict[str, Any] = {
     "http": {"path": "/healthz", "expect": 200},

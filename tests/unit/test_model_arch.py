@@ -23,7 +23,7 @@ components:
   psu: {availability: 99.9}
   both: {availability: 99%, mtbf: 3h, mttr: 1h}
   none: {pool: app}
-  slow: {mtbf: fast, mttr: 1h}
+  slow: {mtbf: fast, mttr: 1h, repair: weibull}
 system:
   series:
     - parallel: {of: lnk, count: 2}
@@ -34,6 +34,7 @@ system:
     - parallel: {of: link}
     - parallel: {of: link, count: 2, beta: 1.5}
     - {foo: 1}
+    - series: {of: link, beta: 0.1}
 """)
     assert problems == [
         "components.link.mttr: required with mtbf",
@@ -42,6 +43,7 @@ system:
         "components.both.mtbf: give availability or mtbf + mttr, not both",
         "components.none: expected availability, or mtbf and mttr",
         'components.slow.mtbf: expected a duration like 500ms or 2s, got "fast"',
+        'components.slow.repair: expected exponential or fixed, got "weibull"',
         "system.series[1].parallel[1].k_of_n.k: expected at most 3 (the number of members), "
         "got 4",
         "system.series[2].k_of_n.count: only with of: NAME (a list gives its members itself)",
@@ -53,10 +55,11 @@ system:
         "system.series[6].parallel.beta: expected a share from 0 to 1 like 0.05, or 5%, got 1.5",
         "system.series[7]: expected a component name or a block with exactly one of series, "
         "parallel, k_of_n, standby, got a mapping",
+        "system.series[8].series.count: required with of: NAME",
+        "system.series[8].series.beta: only on a redundant group: parallel, k_of_n or standby "
+        "(members in series do not back each other up)",
         'system.series[0].parallel.of: no component named "lnk"',
         'system.series[3].standby.primary: no component named "prov"',
-        "system.series[4].parallel.beta: only over components (a nested block has no single "
-        "failure process to share)",
     ]
 
 

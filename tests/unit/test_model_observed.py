@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ninelives.model.load import parse_arch
 from ninelives.model.observed import compare, linked
+from ninelives.uptime.report import Topology, uptime_report
+from ninelives.uptime.schema import StoreError
+from ninelives.uptime.store import UptimeStore, open_history
 
 ARCH = """
 components:
@@ -62,3 +67,27 @@ def test_compare_adds_up_the_pool_and_explains() -> None:
     assert (cache.servers, cache.observed) == (0, None)
     assert cache.explanation == "no server of pool cache in the uptime history"
     assert cache.to_json()["predicted_mttr_s"] == HOUR
+
+
+def test_a_history_read_from_its_file_is_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "uptime.db"
+    store = UptimeStore(path)
+    store.open("lb-1")
+    now = time.time()
+    for server in ("a1", "a2"):
+        store.mark("server", f"app/{server}", "up", "", now - 3 * HOUR)
+    store.mark("server", "app/a2", "down", "2 checks failed: connect refused", now - 2 * HOUR)
+    store.mark("server", "app/a2", "up", "", now - 2 * HOUR + 600)
+    store.stop("lb-1", now)
+    store.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    history = open_history(tmp_path)
+    report = uptime_report(history, Topology("", (), ()), [], now - 4 * HOUR, now, now,
+                           ["server"])
+    (app,) = [item for item in compare(parse_arch(ARCH), report) if item.pool == "app"]
+    assert (app.servers, app.incidents, app.observed_mttr_s) == (2, 1, 600)
+    assert app.observed == pytest.approx(1 - 600 / (6 * HOUR))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    with pytest.raises(StoreError, match="no uptime history here"):
+        open_history(tmp_path / "elsewhere")

@@ -12,12 +12,14 @@ copy), so availability composes:
   down while P is down unless the failover worked and B is up, plus the switch time
   after each failure of P that the failover covers:
   ``U = (1 - A_P) * (1 - p * A_B) + f_P * p * A_B * m``, with ``f_P = 1 / (MTBF_P +
-  MTTR_P)`` the failure frequency of P and ``m = MTTR_P * (1 - exp(-t / MTTR_P))`` the
-  expected switch time within an outage (a repair shorter than ``t`` ends it first).
+  MTTR_P)`` the failure frequency of P and ``m = E[min(t, repair)]`` the expected switch
+  time within an outage (a repair shorter than ``t`` ends it first): ``MTTR_P * (1 -
+  exp(-t / MTTR_P))`` for exponential repairs, ``min(t, MTTR_P)`` for fixed ones.
 
-Common cause (``beta``) is no block of its own kind: the loader rewrites a group with
-``beta > 0`` into ``series(common cause, group)`` (see :mod:`ninelives.model.load`), so
-everything here handles independent blocks only.
+Common cause (``beta``) is no block of its own kind: :mod:`ninelives.model.common_cause`
+rewrites a group with ``beta > 0`` into ``series(common cause, group of own parts)``, so
+everything here handles independent blocks only. A member that is a nested block keeps
+its own part as an :class:`OwnPart`: the share ``keep`` of its outages (``U' = keep * U``).
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 YEAR_S = 365 * 86_400
 
 
+Repair = Literal["exponential", "fixed"]
+
+
 @dataclass(frozen=True, slots=True)
 class Component:
-    """A leaf: its availability and the repair time the simulation draws from."""
+    """A leaf: its availability and the repair time the simulation draws from (its mean;
+    ``repair`` says how repair times spread: exponential, or always the mean)."""
 
     path: str
     name: str
@@ -40,6 +47,7 @@ class Component:
     mttr_assumed: bool = False
     pool: str | None = None
     note: str = ""
+    repair: Repair = "exponential"
 
     @property
     def mtbf_s(self) -> float:
@@ -102,16 +110,36 @@ class Standby:
         return f"standby {self.primary.name} -> {self.backup.name}"
 
     def switch_within_outage_s(self) -> float:
-        """Expected switch time inside one outage of the primary (exponential repair)."""
+        """Expected switch time inside one outage of the primary: ``E[min(t, repair)]``."""
         mttr = self.primary.mttr_s
         if self.switch_s <= 0 or mttr <= 0:
             return 0.0
+        if self.primary.repair == "fixed":
+            return min(self.switch_s, mttr)
         return mttr * -math.expm1(-self.switch_s / mttr)
 
 
-Block = Component | Series | Parallel | KofN | Standby
+@dataclass(frozen=True, slots=True)
+class OwnPart:
+    """A nested block in a group with common cause, without the common-cause share of its
+    outages: each outage of ``child`` is kept with probability ``keep``."""
+
+    path: str
+    child: Block
+    keep: float
+    children: tuple[Block, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", (self.child,))
+
+    @property
+    def label(self) -> str:
+        return f"{self.child.label} (independent part)"
+
+
+Block = Component | Series | Parallel | KofN | Standby | OwnPart
 KINDS: dict[type, str] = {Component: "component", Series: "series", Parallel: "parallel",
-                          KofN: "k_of_n", Standby: "standby"}
+                          KofN: "k_of_n", Standby: "standby", OwnPart: "independent_part"}
 
 
 def _members(children: Sequence[Block]) -> str:
@@ -160,6 +188,8 @@ def combine(block: Block, values: Sequence[float]) -> float:
         return 1 - math.prod(1 - v for v in values)
     if isinstance(block, KofN):
         return at_least(block.k, values)
+    if isinstance(block, OwnPart):
+        return 1 - block.keep * (1 - values[0])
     return standby_availability(block, values[0], values[1])
 
 
@@ -197,7 +227,7 @@ def importance(root: Block) -> tuple[float, list[Importance]]:
     its ancestors, from their other children's cached values.
     """
     values: dict[int, float] = {}
-    parents: dict[int, Series | Parallel | KofN | Standby] = {}
+    parents: dict[int, Series | Parallel | KofN | Standby | OwnPart] = {}
 
     def fill(block: Block) -> float:
         if isinstance(block, Component):

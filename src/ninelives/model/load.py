@@ -9,15 +9,10 @@ Decisions the tree makes explicit:
 - A component given by availability alone has no repair time; the simulation needs one,
   so ``ASSUMED_MTTR_S`` (one hour) is assumed and the output says so. Give ``mttr`` with
   the availability to set it.
-- ``beta`` (common cause, the beta-factor model): a group with members ``A_i`` becomes
-  ``series(C, group(A_i'))``, at the group's path, with ``C`` at ``PATH.beta`` and the
-  group of independent parts at ``PATH.independent``. The common cause ``C`` takes the
-  share ``beta`` of the unavailability of the most available member,
-  ``U_C = beta * min(1 - A_i)``, and each member keeps its own availability overall,
-  ``A_i' = A_i / A_C``. For identical members this is the classic split of each
-  member's failures into ``beta`` common and ``1 - beta`` independent. Members of a
-  group with ``beta`` must be components (a nested block has no single failure process
-  to share).
+- ``beta`` (common cause, the beta-factor model) on a ``parallel``, ``k_of_n`` or
+  ``standby``: the group becomes ``series(C, group of own parts)`` at the group's path,
+  with ``C`` at ``PATH.beta`` and the group of own parts at ``PATH.independent`` (see
+  :mod:`ninelives.model.common_cause` for the figures of each).
 """
 
 from __future__ import annotations
@@ -31,6 +26,7 @@ from ninelives.config.errors import ConfigError, problem, problems_from
 from ninelives.config.fields import Loc, as_name
 from ninelives.config.loader import _load_yaml
 from ninelives.model.blocks import Block, Component, KofN, Parallel, Series, Standby
+from ninelives.model.common_cause import common_cause
 from ninelives.model.spec import (
     BLOCK_KINDS,
     ArchSpec,
@@ -38,6 +34,7 @@ from ninelives.model.spec import (
     ComponentSpec,
     GroupSpec,
     KofNSpec,
+    MembersSpec,
     StandbySpec,
 )
 from ninelives.units import describe_input
@@ -89,7 +86,7 @@ def _unique(lines: list[str]) -> list[str]:
 
 
 def reference_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
-    """Names in ``system`` that no component has, and ``beta`` over nested blocks."""
+    """Names in ``system`` that no component has."""
     components = data.get("components")
     names = set(components) if isinstance(components, dict) else set()
     out: list[tuple[Loc, str]] = []
@@ -113,15 +110,10 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
         for kind in BLOCK_KINDS:
             body = value.get(kind)
             where = (*loc, kind)
-            if kind == "series" or (kind == "parallel" and isinstance(body, list)):
+            if kind in ("series", "parallel") and isinstance(body, list):
                 members(body, where)
-            elif kind in ("parallel", "k_of_n") and isinstance(body, dict):
+            elif kind in ("series", "parallel", "k_of_n") and isinstance(body, dict):
                 members(body.get("of"), (*where, "of"))
-                nested = isinstance(body.get("of"), list) and any(
-                    isinstance(item, dict) for item in body["of"])
-                if body.get("beta") not in (None, 0) and nested:
-                    out.append(((*where, "beta"), "only over components (a nested block "
-                                "has no single failure process to share)"))
             elif kind == "standby" and isinstance(body, dict):
                 for role in ("primary", "backup"):
                     name(body.get(role), (*where, role))
@@ -140,10 +132,11 @@ def _component(spec: ArchSpec, name: str, path: str, note: str = "") -> Componen
     given: ComponentSpec = spec.components[name]
     if given.mtbf is not None and given.mttr is not None:
         value = given.mtbf / (given.mtbf + given.mttr)
-        return Component(path, name, value, given.mttr, False, given.pool, note)
+        return Component(path, name, value, given.mttr, False, given.pool, note, given.repair)
     assert given.availability is not None  # ComponentSpec checked one of the two ways
     mttr = given.mttr if given.mttr is not None else ASSUMED_MTTR_S
-    return Component(path, name, given.availability, mttr, given.mttr is None, given.pool, note)
+    return Component(path, name, given.availability, mttr, given.mttr is None, given.pool, note,
+                     given.repair)
 
 
 def _block(spec: ArchSpec, item: str | BlockSpec, path: str) -> Block:
@@ -151,53 +144,41 @@ def _block(spec: ArchSpec, item: str | BlockSpec, path: str) -> Block:
         return _component(spec, item, path)
     kind = item.kind
     where = f"{path}.{kind}"
-    if item.series is not None:
-        return Series(where, tuple(_block(spec, child, f"{where}[{i}]")
-                                   for i, child in enumerate(item.series)))
     if item.standby is not None:
         return _standby(spec, item.standby, where)
-    group: GroupSpec | list[str | BlockSpec] | None = item.parallel or item.k_of_n
+    group: MembersSpec | list[str | BlockSpec] | None = (
+        item.series or item.parallel or item.k_of_n)
     if isinstance(group, list):
-        return Parallel(where, tuple(_block(spec, child, f"{where}[{i}]")
-                                     for i, child in enumerate(group)))
+        listed = tuple(_block(spec, child, f"{where}[{i}]") for i, child in enumerate(group))
+        return Series(where, listed) if kind == "series" else Parallel(where, listed)
     assert group is not None  # BlockSpec checked that it has exactly one kind
+    slots = [f"{where}.of[{i}]" for i in range(group.member_count())]
     if isinstance(group.of, list):
-        children = [_block(spec, child, f"{where}.of[{i}]") for i, child in enumerate(group.of)]
+        members = [_block(spec, child, slot) for child, slot in zip(group.of, slots, strict=True)]
     else:
-        children = [_component(spec, group.of, f"{where}.of[{i}]")
-                    for i in range(group.count or 0)]
-    common, children = _common_cause(children, group.beta, where)
+        members = [_component(spec, group.of, slot) for slot in slots]
+    if not isinstance(group, GroupSpec):
+        return Series(where, tuple(members))
+    common, children = common_cause(members, slots, group.beta, where)
     inner = where if common is None else f"{where}.independent"
     made: Block = (KofN(inner, group.k, tuple(children)) if isinstance(group, KofNSpec)
                    else Parallel(inner, tuple(children)))
-    if common is None:
-        return made
-    return Series(where, (common, made), f"{made.label} with common cause")
-
-
-def _common_cause(
-    members: list[Block], beta: float, path: str
-) -> tuple[Component | None, list[Block]]:
-    leaves = [member for member in members if isinstance(member, Component)]
-    if beta <= 0 or len(leaves) != len(members):
-        return None, members
-    steadiest = max(leaves, key=lambda leaf: leaf.availability)
-    common_a = 1 - beta * (1 - steadiest.availability)
-    common = Component(f"{path}.beta", steadiest.name, common_a, steadiest.mttr_s,
-                       steadiest.mttr_assumed, None, "common cause")
-    own = [Component(leaf.path, leaf.name, min(1.0, leaf.availability / common_a), leaf.mttr_s,
-                     leaf.mttr_assumed, leaf.pool, "independent part") for leaf in leaves]
-    return common, list(own)
+    return _with_common_cause(common, made, where)
 
 
 def _standby(spec: ArchSpec, given: StandbySpec, where: str) -> Block:
     primary = _component(spec, given.primary, f"{where}.primary")
     backup = _component(spec, given.backup, f"{where}.backup")
-    common, parts = _common_cause([primary, backup], given.beta, where)
+    common, parts = common_cause([primary, backup], [primary.path, backup.path], given.beta,
+                                 where)
     own_primary, own_backup = parts
     assert isinstance(own_primary, Component) and isinstance(own_backup, Component)
     inner = where if common is None else f"{where}.independent"
     made = Standby(inner, own_primary, own_backup, given.failover_success, given.failover_time)
+    return _with_common_cause(common, made, where)
+
+
+def _with_common_cause(common: Component | None, made: Block, where: str) -> Block:
     if common is None:
         return made
     return Series(where, (common, made), f"{made.label} with common cause")

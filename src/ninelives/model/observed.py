@@ -65,8 +65,8 @@ def linked(root: Block) -> list[Component]:
             continue
         if block.note == "independent part":
             common = commons[block.path.rsplit(".", 1)[0] + ".beta"]
-            block = Component(block.path, block.name, block.availability * common,
-                              block.mttr_s, block.mttr_assumed, block.pool)
+            block = dataclasses.replace(block, availability=block.availability * common,
+                                        note="")
         if block.note != "common cause":
             seen[block.name] = block
     return list(seen.values())

@@ -13,6 +13,8 @@ from ninelives.uptime.nines import format_percent
 
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 150, 40, 24, 14, 12
 FONT = "font-family='sans-serif' font-size='11'"
+COMPONENT = ("#eef4fb", "#2b6cb0")  # fill, stroke
+COMMON_CAUSE = ("#fdf0e6", "#c05621")  # the failures a group with beta shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,9 @@ def _draw(block: Block, x: float, y: float, out: list[str]) -> _Size:
     size = _size(block)
     value = format_percent(availability(block))
     if isinstance(block, Component):
+        fill, stroke = COMMON_CAUSE if block.note == "common cause" else COMPONENT
         out.append(f"<rect x='{x}' y='{y}' width='{BOX_W}' height='{BOX_H}' rx='4' "
-                   "fill='#eef4fb' stroke='#2b6cb0'/>")
+                   f"fill='{fill}' stroke='{stroke}'/>")
         out.append(f"<text x='{x + BOX_W / 2}' y='{y + 16}' text-anchor='middle' {FONT}>"
                    f"{escape(block.label)}</text>")
         out.append(f"<text x='{x + BOX_W / 2}' y='{y + 31}' text-anchor='middle' {FONT}>"

@@ -1,8 +1,9 @@
 """Monte Carlo of N system-years, vectorised with NumPy; the random source is injected.
 
 Each component is an alternating renewal process on one timeline of N years: up times
-exponential with mean MTBF, repair times exponential with mean MTTR, starting up with
-probability A (both laws are memoryless, so that is the steady state). A block's down
+exponential with mean MTBF, repair times exponential with mean MTTR (or all equal to it,
+``repair: fixed``), starting up with probability A (the steady state: up times are
+memoryless; an outage at the start is drawn whole, which over years changes nothing). A block's down
 time is a set of disjoint intervals, held as two sorted arrays; blocks combine by one
 sweep over their children's interval ends:
 
@@ -11,7 +12,9 @@ sweep over their children's interval ends:
 - k of n: down where at least n - k + 1 children are down;
 - standby: each outage of the primary draws the failover (success with probability p);
   a failed failover leaves the whole outage down, a working one costs the switch time
-  (or the outage, if shorter) and then the time the backup is down too.
+  (or the outage, if shorter) and then the time the backup is down too;
+- the own part of a nested block in a group with common cause: each outage of the block
+  is kept with probability ``keep`` (the others were the common cause's, drawn apart).
 
 The system's down time is split at year boundaries; the availability of each year is one
 sample, and the reported interval is the mean plus or minus 2.576 standard errors (99%).
@@ -25,7 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ninelives.model.blocks import YEAR_S, Block, Component, KofN, Parallel, Series, Standby
+from ninelives.model.blocks import (
+    YEAR_S,
+    Block,
+    Component,
+    KofN,
+    OwnPart,
+    Parallel,
+    Series,
+    Standby,
+)
 
 Floats = npt.NDArray[np.float64]
 Intervals = tuple[Floats, Floats]  # starts, ends: sorted, disjoint, start < end
@@ -76,6 +88,10 @@ def _down(block: Block, horizon: float, rng: np.random.Generator) -> Intervals:
         return renewal(block, horizon, rng)
     if isinstance(block, Standby):
         return _standby(block, horizon, rng)
+    if isinstance(block, OwnPart):
+        starts, ends = _down(block.child, horizon, rng)
+        kept = rng.random(len(starts)) < block.keep
+        return starts[kept], ends[kept]
     parts = [_down(child, horizon, rng) for child in block.children]
     if isinstance(block, Series):
         return sweep(parts, 1)
@@ -95,19 +111,25 @@ def renewal(component: Component, horizon: float, rng: np.random.Generator) -> I
     expected = horizon / cycle
     count = int(expected + 6 * math.sqrt(expected) + 16)
     ups = rng.exponential(mtbf, count)
-    downs = rng.exponential(mttr, count)
+    downs = _repairs(component, count, rng)
     if rng.random() >= component.availability:
         ups[0] = 0.0  # it starts in an outage (memoryless: a full repair time remains)
     ends = np.cumsum(ups + downs)
     while ends[-1] < horizon:  # far out in the tail: draw more cycles
         more_ups = rng.exponential(mtbf, count)
-        more_downs = rng.exponential(mttr, count)
+        more_downs = _repairs(component, count, rng)
         ups = np.concatenate([ups, more_ups])
         downs = np.concatenate([downs, more_downs])
         ends = np.concatenate([ends, ends[-1] + np.cumsum(more_ups + more_downs)])
     starts = ends - downs
     keep = starts < horizon
     return starts[keep], np.minimum(ends[keep], horizon)
+
+
+def _repairs(component: Component, count: int, rng: np.random.Generator) -> Floats:
+    if component.repair == "fixed":
+        return np.full(count, component.mttr_s)
+    return rng.exponential(component.mttr_s, count)
 
 
 def sweep(parts: list[Intervals], threshold: int) -> Intervals:

@@ -17,7 +17,8 @@ loader can drop them from the paths it shows (pydantic puts the tag into the loc
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+import contextlib
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -36,11 +37,16 @@ BLOCK_KINDS = ("series", "parallel", "k_of_n", "standby")
 
 
 def _to_share(value: Any) -> float:
-    """A common-cause share: ``0.05`` or ``5%``, from 0 to 1."""
-    if isinstance(value, str):
+    """A common-cause share: ``0.05`` or ``5%``, from 0 to 1. A number the YAML parser
+    left as text (``1e-3``: YAML 1.1 wants a dot in a float) is read as a number."""
+    if isinstance(value, str) and value.strip().endswith("%"):
         return parse_percent(value)
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
-        return float(value)
+    number: Any = value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if isinstance(number, int | float) and not isinstance(number, bool) and 0 <= number <= 1:
+        return float(number)
     raise ValueError(f"expected a share from 0 to 1 like 0.05, or 5%, got {describe_input(value)}")
 
 
@@ -53,12 +59,15 @@ class _Frozen(BaseModel):
 
 class ComponentSpec(_Frozen):
     """One component: ``availability``, or ``mtbf`` and ``mttr``; ``availability`` with
-    ``mttr`` gives the repair time the simulation uses (else one hour is assumed)."""
+    ``mttr`` gives the repair time the simulation uses (else one hour is assumed).
+    ``repair``: how repair times spread around ``mttr``, exponential (the default) or
+    fixed (every repair takes ``mttr``, as a scripted restart does)."""
 
     availability: Percent | None = None
     mtbf: Duration | None = None
     mttr: Duration | None = None
     pool: Name | None = None
+    repair: Literal["exponential", "fixed"] = "exponential"
 
     @model_validator(mode="after")
     def _one_way(self) -> Self:
@@ -84,18 +93,18 @@ def _members_tag(value: Any) -> str:
     return "@list" if isinstance(value, list) else "@name"
 
 
+GroupT = TypeVar("GroupT", bound="MembersSpec")
+
+
+def _list_or_group(value: Any) -> str:
+    return "@list" if isinstance(value, list) else "@group"
+
+
 class BlockSpec(_Frozen):
     """A block as a mapping: exactly one of its four keys."""
 
-    series: Annotated[list[BlockItem], Field(min_length=1)] | None = None
-    parallel: (
-        Annotated[
-            Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
-            | Annotated[GroupSpec, Tag("@group")],
-            Discriminator(lambda v: "@list" if isinstance(v, list) else "@group"),
-        ]
-        | None
-    ) = None
+    series: ListOr[SeriesSpec] | None = None
+    parallel: ListOr[GroupSpec] | None = None
     k_of_n: KofNSpec | None = None
     standby: StandbySpec | None = None
 
@@ -121,6 +130,12 @@ BlockItem = Annotated[
     Annotated[Name, Tag("@name")] | Annotated[BlockSpec, Tag("@block")],
     Discriminator(_block_tag),
 ]
+# ``[blocks]`` or a group mapping (``{of, count}``): series and parallel take either.
+ListOr = Annotated[
+    Annotated[list[BlockItem], Field(min_length=1), Tag("@list")]
+    | Annotated[GroupT, Tag("@group")],
+    Discriminator(_list_or_group),
+]
 Members = Annotated[
     Annotated[Name, Tag("@name")]
     | Annotated[list[BlockItem], Field(min_length=1), Tag("@list")],
@@ -128,13 +143,11 @@ Members = Annotated[
 ]
 
 
-class GroupSpec(_Frozen):
-    """``{of: NAME, count: N}`` (N identical copies) or ``{of: [blocks]}``; ``beta`` is the
-    share of each member's failures that hits every member at once (common cause)."""
+class MembersSpec(_Frozen):
+    """``{of: NAME, count: N}`` (N identical copies) or ``{of: [blocks]}``."""
 
     of: Members
     count: Annotated[int, Field(ge=1)] | None = None
-    beta: Share = 0.0
 
     def member_count(self) -> int:
         if isinstance(self.of, list):
@@ -153,6 +166,26 @@ class GroupSpec(_Frozen):
         if items := self.shape_problems():
             raise ModelProblems(items)
         return self
+
+
+class SeriesSpec(MembersSpec):
+    """Members that are all needed: ``{of: NAME, count: N}`` or ``{of: [blocks]}``."""
+
+    beta: Share | None = None  # accepted only to say where it belongs
+
+    def shape_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        problems = super().shape_problems()
+        if self.beta is not None:
+            problems.append((("beta",), "only on a redundant group: parallel, k_of_n or "
+                                        "standby (members in series do not back each other up)"))
+        return problems
+
+
+class GroupSpec(MembersSpec):
+    """A redundant group; ``beta`` is the share of its members' failures that take every
+    member down at once (common cause, see :mod:`ninelives.model.common_cause`)."""
+
+    beta: Share = 0.0
 
 
 class KofNSpec(GroupSpec):
@@ -188,6 +221,8 @@ class ArchSpec(_Frozen):
 
 
 BlockSpec.model_rebuild()
+MembersSpec.model_rebuild()
+SeriesSpec.model_rebuild()
 GroupSpec.model_rebuild()
 KofNSpec.model_rebuild()
 ArchSpec.model_rebuild()

@@ -173,3 +173,17 @@ def topology(node: Served) -> Topology:
             for name, pool in node.pools.items()
         ),
     )
+
+
+def configured(config: Config) -> Topology:
+    """What a node with ``config`` serves, as :func:`topology` sees it on the running node
+    (for reading its history without it)."""
+    return Topology(
+        node=config.node.name,
+        listeners=tuple((listener.name, listener.pool) for listener in config.listeners),
+        pools=tuple(
+            (name, tuple((server.name, tier.provider) for tier in pool.tier_list()
+                         for server in tier.servers))
+            for name, pool in config.pools.items()
+        ),
+    )

@@ -39,7 +39,7 @@ from pathlib import Path
 from ninelives.events import Event
 from ninelives.uptime import schema
 from ninelives.uptime.availability import StoredInterval, state_class
-from ninelives.uptime.schema import DAY, LEVELS, Counts, Key
+from ninelives.uptime.schema import DAY, LEVELS, Counts, Key, StoreError
 
 log = logging.getLogger("ninelives.uptime")
 
@@ -120,6 +120,18 @@ class Resumed:
 
 def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+
+
+def open_history(place: Path) -> UptimeStore:
+    """A node's uptime history to read, from its ``state_dir`` (or the file in it), by a
+    process other than the node: not opened (no writer thread, no housekeeping), so it
+    writes nothing; each read is a snapshot of its own on a query-only connection (WAL),
+    so the node may be writing meanwhile. StoreError names the path if none is there."""
+    path = place / FILE_NAME if place.is_dir() else place
+    if not path.is_file():
+        raise StoreError(f"{path}: no uptime history here (expected a node's state_dir, "
+                         f"which holds {FILE_NAME})")
+    return UptimeStore(path)
 
 
 class UptimeStore:
