@@ -33,6 +33,7 @@ from tests.support.netlab import (
     local_coordinator,
     needs_netns,
     other,
+    outcomes,
     restored_after,
     start_backend,
     start_probe,
@@ -237,9 +238,8 @@ def test_a_node_of_higher_priority_takes_the_lead_back_and_handovers_fail_no_req
     finally:
         watch.stop()
     served, failed = answers(probe, joined_at, handovers_end)
-    retried = sum(1 for line in "".join(probe.extra_stdout).splitlines()
-                  if joined_at <= float(line.split()[0]) <= handovers_end
-                  and not line.endswith(" connects=1"))
+    retried = sum(1 for when, outcome in outcomes(probe)
+                  if joined_at <= when <= handovers_end and not outcome.endswith(" connects=1"))
     longest = max(b - a for a, b in itertools.pairwise(served))
     after_return, failed_return = answers(probe, back_at, ended)
     print(f"\nfailback on join after {preempted_after:.3f}s, on return after "

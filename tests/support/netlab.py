@@ -294,14 +294,20 @@ def wait_for_answers(probe: Process) -> None:
                message="the client gets answers through the VIP")
 
 
-def restored_after(probe: Process, since: float) -> float | None:
-    """Seconds from ``since`` to the first answer the probe got after it."""
+def outcomes(probe: Process) -> Iterator[tuple[float, str]]:
+    """Each attempt of the probe: when it ended (monotonic seconds) and what it got."""
     for line in "".join(probe.extra_stdout).splitlines():
         at, _, outcome = line.partition(" ")
         try:
             when = float(at)
         except ValueError:
-            continue
+            continue  # the readiness line's leftovers, a partial line
+        yield when, outcome
+
+
+def restored_after(probe: Process, since: float) -> float | None:
+    """Seconds from ``since`` to the first answer the probe got after it."""
+    for when, outcome in outcomes(probe):
         if when > since and outcome.startswith("ok"):
             return when - since
     return None
@@ -310,12 +316,7 @@ def restored_after(probe: Process, since: float) -> float | None:
 def answers(probe: Process, start: float, end: float) -> tuple[list[float], int]:
     """The times of the answers the probe got within [start, end], and its failed attempts."""
     times, failed = [], 0
-    for line in "".join(probe.extra_stdout).splitlines():
-        at, _, outcome = line.partition(" ")
-        try:
-            when = float(at)
-        except ValueError:
-            continue
+    for when, outcome in outcomes(probe):
         if start <= when <= end:
             if outcome.startswith("ok"):
                 times.append(when)
