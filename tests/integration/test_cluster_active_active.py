@@ -1,0 +1,253 @@
+"""Active/active in network namespaces: what one node is told, every node does, and hash
+persistence gives the same server through every node.
+
+Topology (every namespace made here is removed at the end, also on failure):
+
+    bridge namespace (br0) --- lb-1 (10.77.0.11)   ninelives run: web :8080 (roundrobin),
+                           --- lb-2 (10.77.0.12)   keyed :8081 (hash on X-User)
+                           --- backend (10.77.0.21, .22, .23 :8000: b1, b2, b3)
+                           --- client (10.77.0.30)
+
+The nodes share the ``local`` coordinator (one SQLite file) in ``active-active`` mode. The
+test reaches each namespace through a thread that entered it (netlab.InNamespace): admin
+calls to a node from its own namespace, traffic from the client's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.netlab import HOSTS, InNamespace, Lab
+from tests.support.node import (
+    NINELIVES,
+    TOKEN,
+    Addr,
+    Harness,
+    HttpClient,
+    Process,
+    count_backends,
+    http_request,
+    parse_ready_line,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
+)
+
+LEASE_TTL = 1.0
+BACKENDS = {"b1": 21, "b2": 22, "b3": 23}  # last octet of each backend's own address
+NODES = ("lb-1", "lb-2")
+KEYS = [f"user-{i}" for i in range(200)]
+PROPAGATION_LIMIT = 2.0  # seconds; measured well under it (printed), slack for a busy machine
+POLL = 0.005  # seconds between reads of the other node's status while timing propagation
+
+
+@pytest.fixture
+def lab() -> Generator[Lab, None, None]:
+    made = Lab()
+    try:
+        made.build()
+        yield made
+    finally:
+        left = made.destroy()
+        assert not left, f"could not remove namespaces {left}"
+
+
+def node_config(harness: Harness, name: str) -> Path:
+    health = {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1, "fall": 2}
+    servers = [{"name": b, "address": f"10.77.0.{last}:8000"} for b, last in BACKENDS.items()]
+    return harness.write_config({
+        "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "listeners": [
+            {"name": "web", "bind": "0.0.0.0:8080", "protocol": "http", "pool": "app"},
+            {"name": "keyed", "bind": "0.0.0.0:8081", "protocol": "http", "pool": "keyed"},
+        ],
+        "pools": {
+            "app": {"health": health, "slow_start": "0s", "servers": servers},
+            "keyed": {"health": health, "balance": "hash", "hash_on": "header:X-User",
+                      "servers": servers},
+        },
+        "cluster": {
+            "coordinator": "local",
+            "local": {"path": str(harness.directory / "cluster.db")},
+            "lease_ttl": f"{LEASE_TTL:g}s",
+            "mode": "active-active",
+        },
+    }, name)
+
+
+class Nodes:
+    """The two nodes, each with a thread in its namespace for admin calls."""
+
+    def __init__(self, lab: Lab, harness: Harness) -> None:
+        self.lab = lab
+        self.harness = harness
+        self.processes: dict[str, Process] = {}
+        self.admin: dict[str, Addr] = {}
+        self.threads = {name: InNamespace(lab, name) for name in NODES}
+
+    def start(self, name: str) -> None:
+        argv = self.lab.exec(name, str(NINELIVES), "run",
+                             str(node_config(self.harness, name)))
+        process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
+        self.processes[name] = process
+        self.admin[name] = parse_ready_line(process.ready_line)[1]
+
+    def call(self, name: str, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        response = self.threads[name].call(http_request, self.admin[name], method, path,
+                                           headers, data)
+        assert response.status == 200, response
+        return response.json()
+
+    def server(self, name: str, pool: str, server: str) -> dict[str, Any]:
+        for p in self.call(name, "GET", "/v1/status")["pools"]:
+            for tier in p["tiers"]:
+                for s in tier["servers"]:
+                    if p["name"] == pool and s["name"] == server:
+                        found: dict[str, Any] = s
+                        return found
+        raise AssertionError(f"{name}: no server {pool}/{server}")
+
+    def pool(self, name: str, pool: str) -> dict[str, Any]:
+        pools = self.call(name, "GET", "/v1/status")["pools"]
+        found: dict[str, Any] = next(p for p in pools if p["name"] == pool)
+        return found
+
+    def change(self, name: str, server: str, what: str, value: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            name, "POST", f"/v1/pools/app/servers/{server}/{what}", {what: value})
+        return result
+
+    def event(self, name: str, entity: str, new: str) -> dict[str, Any] | None:
+        events = self.call(name, "GET", "/v1/events")["events"]
+        return next((e for e in reversed(events) if e["entity"] == entity and e["new"] == new),
+                    None)
+
+    def close(self) -> None:
+        for thread in self.threads.values():
+            thread.close()
+
+
+def timed(started: float, predicate: Callable[[], object], what: str) -> float:
+    """Seconds from ``started`` until ``predicate`` holds, read every POLL; fails after a
+    deadline."""
+    wait_until(predicate, timeout=10, interval=POLL, message=what)
+    return time.monotonic() - started
+
+
+def placement(addr: Addr) -> dict[str, str]:
+    """The server that answers each key through ``addr`` (one keep-alive connection)."""
+    out = {}
+    with HttpClient(addr) as client:
+        for key in KEYS:
+            response = client.request("GET", "/", {"X-User": key})
+            assert response.status == 200, response
+            out[key] = response.header("X-Backend") or "?"
+    return out
+
+
+def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
+    lab: Lab, harness: Harness,
+) -> None:
+    for backend, last in BACKENDS.items():
+        address = lab.add_address("backend", last)
+        harness.spawn(f"backend-{backend}", lab.exec(
+            "backend", sys.executable, "-m", "tests.support.backend", "--name", backend,
+            "--host", address, "--port", "8000"), "backend ready")
+    nodes = Nodes(lab, harness)
+    client = InNamespace(lab, "client")
+    web = {name: (f"10.77.0.{HOSTS[name]}", 8080) for name in NODES}
+    keyed = {name: (f"10.77.0.{HOSTS[name]}", 8081) for name in NODES}
+    timings: dict[str, float] = {}
+    try:
+        for name in NODES:
+            nodes.start(name)
+        for name in NODES:
+            wait_until(lambda n=name: len(nodes.call(n, "GET", "/v1/status")["cluster"]
+                                          ["members"]) == 2, message=f"{name} sees both nodes")
+
+        # drain on lb-1: lb-2 shows it, says where it came from, sends b1 nothing new.
+        asked = time.monotonic()
+        answer = nodes.change("lb-1", "b1", "state", "drain")
+        assert answer["state"] == "drain" and answer["shared"] is True, answer
+        timings["drain"] = timed(asked, lambda: nodes.server("lb-2", "app", "b1")["state"]
+                                 == "drain", "lb-2 applies the drain made on lb-1")
+        event = nodes.event("lb-2", "app/b1", "drain")
+        assert event is not None and event["reason"] == "drain on lb-1", event
+        assert "b1" not in client.call(count_backends, web["lb-2"], 30)
+
+        # weight on lb-2: lb-1 balances by it (b1 drained: b2 3 to b3 1).
+        asked = time.monotonic()
+        nodes.change("lb-2", "b2", "weight", 3)
+        timings["weight"] = timed(asked, lambda: nodes.server("lb-1", "app", "b2")["weight"] == 3,
+                                  "lb-1 applies the weight set on lb-2")
+        assert client.call(count_backends, web["lb-1"], 40) == Counter({"b2": 30, "b3": 10})
+
+        # maint on lb-1: lb-2 sends b3 nothing at all.
+        asked = time.monotonic()
+        nodes.change("lb-1", "b3", "state", "maint")
+        timings["maint"] = timed(asked, lambda: nodes.server("lb-2", "app", "b3")["state"]
+                                 == "maint", "lb-2 applies the maint made on lb-1")
+        assert client.call(count_backends, web["lb-2"], 20) == Counter({"b2": 20})
+
+        # lb-2 restarts and takes the shared state, including a change made while it was
+        # down (its own state file still says b1 drain).
+        nodes.processes["lb-2"].stop()
+        nodes.change("lb-1", "b1", "state", "ready")
+        nodes.start("lb-2")
+        b1, b2, b3 = (nodes.server("lb-2", "app", b) for b in ("b1", "b2", "b3"))
+        assert (b1["state"], b2["weight"], b3["state"]) == ("up", 3, "maint"), (b1, b2, b3)
+
+        # Hash persistence: the same server for every key through either node...
+        for name in NODES:
+            wait_until(lambda n=name: len(nodes.call(n, "GET", "/v1/status")["cluster"]
+                                          ["members"]) == 2, message=f"{name} sees both nodes")
+        before = client.call(placement, keyed["lb-1"])
+        assert client.call(placement, keyed["lb-2"]) == before
+        assert set(before.values()) == set(BACKENDS)
+        # ... also when only lb-2 loses its path to b2: lb-1 takes b2 out of its table too.
+        lab.blackhole("lb-2", f"10.77.0.{BACKENDS['b2']}")
+        cut_at = time.monotonic()
+        wait_until(lambda: nodes.server("lb-2", "keyed", "b2")["state"] == "down",
+                   message="lb-2 sees b2 down")
+        seen_down = time.monotonic() - cut_at
+        wait_until(lambda: nodes.pool("lb-1", "keyed")["hash_excluded"] == ["b2"],
+                   timeout=10, interval=POLL, message="lb-1 keeps b2 out of its hash table")
+        went_down = nodes.event("lb-2", "keyed/b2", "down")
+        assert went_down is not None
+        timings["health view"] = time.time() - went_down["time"]
+        assert nodes.server("lb-1", "keyed", "b2")["state"] == "up"  # lb-1 still reaches it
+        during = client.call(placement, keyed["lb-1"])
+        assert client.call(placement, keyed["lb-2"]) == during
+        assert "b2" not in during.values()
+        assert all(during[k] == before[k] for k in KEYS if before[k] != "b2")  # only b2's moved
+        lab.blackhole("lb-2", f"10.77.0.{BACKENDS['b2']}", on=False)
+        wait_until(lambda: nodes.pool("lb-1", "keyed")["hash_excluded"] == [],
+                   message="b2 back in lb-1's hash table once lb-2 reaches it again")
+        wait_until(lambda: nodes.server("lb-2", "keyed", "b2")["state"] == "up",
+                   message="lb-2 sees b2 up again")
+        assert client.call(placement, keyed["lb-1"]) == before
+        assert client.call(placement, keyed["lb-2"]) == before
+    finally:
+        client.close()
+        nodes.close()
+    said = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+    print(f"\nactive-active propagation (change asked of one node -> seen in the other's "
+          f"status; health view: b2 down on lb-2 -> out of lb-1's hash table): {said}; "
+          f"lb-2 saw b2 down {seen_down * 1000:.0f} ms after the cut")
+    assert max(timings.values()) < PROPAGATION_LIMIT, timings
