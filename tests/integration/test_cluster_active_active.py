@@ -8,9 +8,11 @@ Topology (every namespace made here is removed at the end, also on failure):
                            --- backend (10.77.0.21, .22, .23 :8000: b1, b2, b3)
                            --- client (10.77.0.30)
 
-The nodes share the ``local`` coordinator (one SQLite file) in ``active-active`` mode. The
-test reaches each namespace through a thread that entered it (netlab.InNamespace): admin
-calls to a node from its own namespace, traffic from the client's.
+The nodes run in ``active-active`` mode on the ``local`` coordinator (one SQLite file), then
+on ``etcd`` (one member, in the backend's namespace on 10.77.0.20, so that both nodes
+reach it over the bridge). The test reaches each namespace through a thread that entered
+it (netlab.InNamespace): admin calls to a node from its own namespace, traffic from the
+client's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.etcd import etcd_binary, start_etcd
 from tests.support.netlab import HOSTS, InNamespace, Lab
 from tests.support.node import (
     NINELIVES,
@@ -46,7 +49,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
 )
 
-LEASE_TTL = 1.0
+LEASE_TTL = {"local": "1s", "etcd": "2s"}  # etcd's shortest with its default settings
 BACKENDS = {"b1": 21, "b2": 22, "b3": 23}  # last octet of each backend's own address
 NODES = ("lb-1", "lb-2")
 KEYS = [f"user-{i}" for i in range(200)]
@@ -65,7 +68,24 @@ def lab() -> Generator[Lab, None, None]:
         assert not left, f"could not remove namespaces {left}"
 
 
-def node_config(harness: Harness, name: str) -> Path:
+@pytest.fixture(params=["local", "etcd"])
+def coordinator(request: pytest.FixtureRequest, lab: Lab, harness: Harness) -> dict[str, Any]:
+    """The cluster section's coordinator settings; starts etcd for ``etcd``."""
+    if request.param == "local":
+        return {"coordinator": "local", "local": {"path": str(harness.directory / "cluster.db")}}
+    if etcd_binary() is None:
+        pytest.skip("etcd not installed (Debian's etcd-server)")
+    probe = InNamespace(lab, "backend")
+    try:
+        etcd = start_etcd(harness, "etcd-aa", f"10.77.0.{HOSTS['backend']}",
+                          lab.exec("backend"), probe.call)
+    finally:
+        probe.close()
+    return {"coordinator": "etcd",
+            "etcd": {"endpoints": [etcd.client_url], "prefix": f"/ninelives-{lab.tag}"}}
+
+
+def node_config(harness: Harness, name: str, coordinator: dict[str, Any]) -> Path:
     health = {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1, "fall": 2}
     servers = [{"name": b, "address": f"10.77.0.{last}:8000"} for b, last in BACKENDS.items()]
     return harness.write_config({
@@ -80,28 +100,25 @@ def node_config(harness: Harness, name: str) -> Path:
             "keyed": {"health": health, "balance": "hash", "hash_on": "header:X-User",
                       "servers": servers},
         },
-        "cluster": {
-            "coordinator": "local",
-            "local": {"path": str(harness.directory / "cluster.db")},
-            "lease_ttl": f"{LEASE_TTL:g}s",
-            "mode": "active-active",
-        },
+        "cluster": {**coordinator, "lease_ttl": LEASE_TTL[coordinator["coordinator"]],
+                    "mode": "active-active"},
     }, name)
 
 
 class Nodes:
     """The two nodes, each with a thread in its namespace for admin calls."""
 
-    def __init__(self, lab: Lab, harness: Harness) -> None:
+    def __init__(self, lab: Lab, harness: Harness, coordinator: dict[str, Any]) -> None:
         self.lab = lab
         self.harness = harness
+        self.coordinator = coordinator
         self.processes: dict[str, Process] = {}
         self.admin: dict[str, Addr] = {}
         self.threads = {name: InNamespace(lab, name) for name in NODES}
 
     def start(self, name: str) -> None:
         argv = self.lab.exec(name, str(NINELIVES), "run",
-                             str(node_config(self.harness, name)))
+                             str(node_config(self.harness, name, self.coordinator)))
         process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
         self.processes[name] = process
         self.admin[name] = parse_ready_line(process.ready_line)[1]
@@ -162,14 +179,14 @@ def placement(addr: Addr) -> dict[str, str]:
 
 
 def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
-    lab: Lab, harness: Harness,
+    lab: Lab, harness: Harness, coordinator: dict[str, Any],
 ) -> None:
     for backend, last in BACKENDS.items():
         address = lab.add_address("backend", last)
         harness.spawn(f"backend-{backend}", lab.exec(
             "backend", sys.executable, "-m", "tests.support.backend", "--name", backend,
             "--host", address, "--port", "8000"), "backend ready")
-    nodes = Nodes(lab, harness)
+    nodes = Nodes(lab, harness, coordinator)
     client = InNamespace(lab, "client")
     web = {name: (f"10.77.0.{HOSTS[name]}", 8080) for name in NODES}
     keyed = {name: (f"10.77.0.{HOSTS[name]}", 8081) for name in NODES}
@@ -247,7 +264,8 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         client.close()
         nodes.close()
     said = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
-    print(f"\nactive-active propagation (change asked of one node -> seen in the other's "
-          f"status; health view: b2 down on lb-2 -> out of lb-1's hash table): {said}; "
+    print(f"\n[{coordinator['coordinator']}] active-active propagation (change asked of one "
+          f"node -> seen in the other's status; health view: b2 down on lb-2 -> out of "
+          f"lb-1's hash table): {said}; "
           f"lb-2 saw b2 down {seen_down * 1000:.0f} ms after the cut")
     assert max(timings.values()) < PROPAGATION_LIMIT, timings
