@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +55,6 @@ NODES = ("lb-1", "lb-2")
 KEYS = [f"user-{i}" for i in range(200)]
 PROPAGATION_LIMIT = 2.0  # seconds; measured well under it (printed), slack for a busy machine
 POLL = 0.005  # seconds between reads of the other node's status while timing propagation
-
-
-@pytest.fixture
-def lab() -> Generator[Lab, None, None]:
-    made = Lab()
-    try:
-        made.build()
-        yield made
-    finally:
-        left = made.destroy()
-        assert not left, f"could not remove namespaces {left}"
 
 
 @pytest.fixture(params=["local", "etcd"])

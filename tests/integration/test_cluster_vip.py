@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +41,6 @@ LEASE_TTL = 1.0
 MUST_RESTORE_WITHIN = 1.5  # seconds: issue 4's must for `local` with a 1 s lease
 BUSY_MACHINE_LIMIT = 3.0  # no single trial may exceed this, even on a loaded machine
 TRIALS = 3
-
-
-@pytest.fixture
-def lab() -> Generator[Lab, None, None]:
-    made = Lab()
-    try:
-        made.build()
-        yield made
-    finally:
-        left = made.destroy()
-        assert not left, f"could not remove namespaces {left}"
 
 
 def node_config(harness: Harness, name: str) -> Path:

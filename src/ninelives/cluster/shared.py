@@ -25,6 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from ninelives.cluster import sharing
 from ninelives.cluster.coordinator import (
     Conflict,
     Coordinator,
@@ -33,17 +34,6 @@ from ninelives.cluster.coordinator import (
     Member,
     Phase,
     bounded,
-)
-from ninelives.cluster.sharing import (
-    RUNTIME_PREFIX,
-    Step,
-    format_settings,
-    hash_exclusions,
-    parse_settings,
-    pool_of,
-    runtime_key,
-    steps,
-    with_change,
 )
 from ninelives.pool import AdminState, Pool
 from ninelives.states import IN_SERVICE, Health
@@ -88,16 +78,16 @@ class SharedState:
     ) -> None:
         """Write the change for every node, then apply it here; raise CoordinatorError
         (nothing changed anywhere) if the coordinator cannot be written."""
-        key = runtime_key(pool)
+        key = sharing.runtime_key(pool)
         for _ in range(CAS_ATTEMPTS):
             entry = await self._bounded(self.coordinator.get(key))
             try:
-                settings = parse_settings(entry.value if entry is not None else None)
+                settings = sharing.parse_settings(entry.value if entry is not None else None)
             except ValueError as exc:
                 log.warning("cluster: %s held %s; writing it anew", key, exc)
                 settings = {}
-            settings = with_change(settings, server, self.me, state, weight)
-            value = format_settings(settings)
+            settings = sharing.with_change(settings, server, self.me, state, weight)
+            value = sharing.format_settings(settings)
             try:
                 await self._bounded(self.coordinator.compare_and_set(
                     key, value, entry.version if entry is not None else None),
@@ -111,18 +101,18 @@ class SharedState:
 
     # -- applying --------------------------------------------------------------------------
 
-    def apply(self, pool_name: str, value: str | None) -> list[Step]:
+    def apply(self, pool_name: str, value: str | None) -> list[sharing.Step]:
         """Make this node's servers of ``pool_name`` match the shared ``value``."""
         pool = self.pools().get(pool_name)
         if pool is None or value is None:
             return []
         try:
-            settings = parse_settings(value)
+            settings = sharing.parse_settings(value)
         except ValueError as exc:
-            log.warning("cluster: ignoring %s: %s", runtime_key(pool_name), exc)
+            log.warning("cluster: ignoring %s: %s", sharing.runtime_key(pool_name), exc)
             return []
         have = {s.name: (s.admin_state, s.weight) for s in pool.servers}
-        done = steps(settings, have)
+        done = sharing.steps(settings, have)
         for step in done:
             if step.state is not None:
                 pool.set_admin_state(step.server, step.state, step.reason)
@@ -134,18 +124,18 @@ class SharedState:
     async def sync(self) -> None:
         """Read every pool's shared settings and apply them (start, reload, a new watch)."""
         for name in list(self.pools()):
-            entry = await self._bounded(self.coordinator.get(runtime_key(name)))
+            entry = await self._bounded(self.coordinator.get(sharing.runtime_key(name)))
             self.apply(name, entry.value if entry is not None else None)
 
     async def _watch(self) -> None:
         while True:
             try:
-                async with self.coordinator.watch(RUNTIME_PREFIX) as changes:
+                async with self.coordinator.watch(sharing.RUNTIME_PREFIX) as changes:
                     await self.sync()  # what changed before the watch began
                     self._synced.set()
                     self.error = ""
                     async for change in changes:
-                        pool = pool_of(change.key)
+                        pool = sharing.pool_of(change.key)
                         if pool is not None:
                             self.apply(pool, change.value)
             except CoordinatorError as exc:
@@ -171,7 +161,7 @@ class SharedState:
 
     def members_seen(self, members: list[Member]) -> None:
         """Keep what other live nodes see down out of this node's hash tables."""
-        excluded = hash_exclusions(members, self.me)
+        excluded = sharing.hash_exclusions(members, self.me)
         for name, pool in self.pools().items():
             servers = excluded.get(name, frozenset())
             if pool.keyed and servers != pool.hash_excluded:
