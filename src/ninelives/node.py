@@ -138,7 +138,9 @@ class Node:
         async with self.reloading:
             config = load_config(self.config_path)
             changes = await apply(self, config)
-            if self.shared is not None:  # servers the config added take the shared state
+            if self.shared is not None and self.cluster is not None:
+                # Pools and servers the config added take the shared settings and views.
+                self.shared.members_seen(self.cluster.members)
                 try:
                     await self.shared.sync()
                 except CoordinatorError as exc:
