@@ -140,6 +140,7 @@ class Node:
             changes = await apply(self, config)
             if self.shared is not None and self.cluster is not None:
                 # Pools and servers the config added take the shared settings and views.
+                self.shared.reapply()
                 self.shared.members_seen(self.cluster.members)
                 try:
                     await self.shared.sync()

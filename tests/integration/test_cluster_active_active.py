@@ -74,9 +74,13 @@ def coordinator(request: pytest.FixtureRequest, lab: Lab, harness: Harness) -> d
             "etcd": {"endpoints": [etcd.client_url], "prefix": f"/ninelives-{lab.tag}"}}
 
 
-def node_config(harness: Harness, name: str, coordinator: dict[str, Any]) -> Path:
+def node_config(
+    harness: Harness, name: str, coordinator: dict[str, Any], b4: bool = True
+) -> Path:
+    """``b4`` (b3's backend under another name, in pool app only): lb-2 starts without it."""
     health = {"tcp": {}, "interval": "200ms", "timeout": "200ms", "rise": 1, "fall": 2}
     servers = [{"name": b, "address": f"10.77.0.{last}:8000"} for b, last in BACKENDS.items()]
+    extra = [{"name": "b4", "address": f"10.77.0.{BACKENDS['b3']}:8000"}] if b4 else []
     return harness.write_config({
         "node": {"name": name, "state_dir": str(harness.directory / f"state-{name}")},
         "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
@@ -85,7 +89,7 @@ def node_config(harness: Harness, name: str, coordinator: dict[str, Any]) -> Pat
             {"name": "keyed", "bind": "0.0.0.0:8081", "protocol": "http", "pool": "keyed"},
         ],
         "pools": {
-            "app": {"health": health, "slow_start": "0s", "servers": servers},
+            "app": {"health": health, "slow_start": "0s", "servers": servers + extra},
             "keyed": {"health": health, "balance": "hash", "hash_on": "header:X-User",
                       "servers": servers},
         },
@@ -105,9 +109,9 @@ class Nodes:
         self.admin: dict[str, Addr] = {}
         self.threads = {name: InNamespace(lab, name) for name in NODES}
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, b4: bool = True) -> None:
         argv = self.lab.exec(name, str(NINELIVES), "run",
-                             str(node_config(self.harness, name, self.coordinator)))
+                             str(node_config(self.harness, name, self.coordinator, b4)))
         process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
         self.processes[name] = process
         self.admin[name] = parse_ready_line(process.ready_line)[1]
@@ -181,11 +185,14 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
     keyed = {name: (f"10.77.0.{HOSTS[name]}", 8081) for name in NODES}
     timings: dict[str, float] = {}
     try:
-        for name in NODES:
-            nodes.start(name)
+        nodes.start("lb-1")
+        nodes.start("lb-2", b4=False)
         for name in NODES:
             wait_until(lambda n=name: len(nodes.call(n, "GET", "/v1/status")["cluster"]
                                           ["members"]) == 2, message=f"{name} sees both nodes")
+
+        # A change for a server lb-2 does not have is ignored there, until a reload adds it.
+        nodes.change("lb-1", "b4", "state", "drain")
 
         # drain on lb-1: lb-2 shows it, says where it came from, sends b1 nothing new.
         asked = time.monotonic()
@@ -215,9 +222,16 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         # down (its own state file still says b1 drain).
         nodes.processes["lb-2"].stop()
         nodes.change("lb-1", "b1", "state", "ready")
-        nodes.start("lb-2")
+        nodes.start("lb-2", b4=False)
+        assert "b4" not in {s["name"] for s in nodes.pool("lb-2", "app")["tiers"][0]["servers"]}
         b1, b2, b3 = (nodes.server("lb-2", "app", b) for b in ("b1", "b2", "b3"))
         assert (b1["state"], b2["weight"], b3["state"]) == ("up", 3, "maint"), (b1, b2, b3)
+
+        node_config(harness, "lb-2", coordinator, b4=True)
+        assert nodes.call("lb-2", "POST", "/v1/reload")["reloaded"] is True
+        assert nodes.server("lb-2", "app", "b4")["state"] == "drain"
+        added = nodes.event("lb-2", "app/b4", "drain")
+        assert added is not None and added["reason"] == "drain on lb-1", added
 
         # Hash persistence: the same server for every key through either node...
         for name in NODES:

@@ -57,6 +57,7 @@ class SharedState:
         self.error = ""  # the last failure to read the shared state, "" once it works
         self._task: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
+        self._last: dict[str, str] = {}  # every pool's shared value as last read
 
     async def start(self) -> None:
         """Start watching; wait (one lease at most) for the first read of every pool's
@@ -103,6 +104,8 @@ class SharedState:
 
     def apply(self, pool_name: str, value: str | None) -> list[sharing.Step]:
         """Make this node's servers of ``pool_name`` match the shared ``value``."""
+        if value is not None:
+            self._last[pool_name] = value
         pool = self.pools().get(pool_name)
         if pool is None or value is None:
             return []
@@ -120,6 +123,12 @@ class SharedState:
                 pool.set_weight(step.server, step.weight)
             log.info("cluster: %s/%s: %s", pool_name, step.server, step.reason)
         return done
+
+    def reapply(self) -> None:
+        """Apply the shared values last read, at once: after a reload, so that a server
+        it adds takes them before the coordinator is read again."""
+        for name, value in list(self._last.items()):
+            self.apply(name, value)
 
     async def sync(self) -> None:
         """Read every pool's shared settings and apply them (start, reload, a new watch)."""
