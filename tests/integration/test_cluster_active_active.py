@@ -108,6 +108,7 @@ class Nodes:
         self.processes: dict[str, Process] = {}
         self.admin: dict[str, Addr] = {}
         self.threads = {name: InNamespace(lab, name) for name in NODES}
+        self.took = 0.0
 
     def start(self, name: str, b4: bool = True) -> None:
         argv = self.lab.exec(name, str(NINELIVES), "run",
@@ -139,8 +140,11 @@ class Nodes:
         return found
 
     def change(self, name: str, server: str, what: str, value: Any) -> dict[str, Any]:
+        """Ask ``name`` for a change; ``took`` is how long the node took to answer."""
+        started = time.monotonic()
         result: dict[str, Any] = self.call(
             name, "POST", f"/v1/pools/app/servers/{server}/{what}", {what: value})
+        self.took = time.monotonic() - started
         return result
 
     def event(self, name: str, entity: str, new: str) -> dict[str, Any] | None:
@@ -184,6 +188,7 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
     web = {name: (f"10.77.0.{HOSTS[name]}", 8080) for name in NODES}
     keyed = {name: (f"10.77.0.{HOSTS[name]}", 8081) for name in NODES}
     timings: dict[str, float] = {}
+    answered: dict[str, float] = {}  # of those, how long the node asked took to answer
     try:
         nodes.start("lb-1")
         nodes.start("lb-2", b4=False)
@@ -200,6 +205,7 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         assert answer["state"] == "drain" and answer["shared"] is True, answer
         timings["drain"] = timed(asked, lambda: nodes.server("lb-2", "app", "b1")["state"]
                                  == "drain", "lb-2 applies the drain made on lb-1")
+        answered["drain"] = nodes.took
         event = nodes.event("lb-2", "app/b1", "drain")
         assert event is not None and event["reason"] == "drain on lb-1", event
         assert "b1" not in client.call(count_backends, web["lb-2"], 30)
@@ -209,6 +215,7 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         nodes.change("lb-2", "b2", "weight", 3)
         timings["weight"] = timed(asked, lambda: nodes.server("lb-1", "app", "b2")["weight"] == 3,
                                   "lb-1 applies the weight set on lb-2")
+        answered["weight"] = nodes.took
         assert client.call(count_backends, web["lb-1"], 40) == Counter({"b2": 30, "b3": 10})
 
         # maint on lb-1: lb-2 sends b3 nothing at all.
@@ -216,6 +223,7 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         nodes.change("lb-1", "b3", "state", "maint")
         timings["maint"] = timed(asked, lambda: nodes.server("lb-2", "app", "b3")["state"]
                                  == "maint", "lb-2 applies the maint made on lb-1")
+        answered["maint"] = nodes.took
         assert client.call(count_backends, web["lb-2"], 20) == Counter({"b2": 20})
 
         # lb-2 restarts and takes the shared state, including a change made while it was
@@ -266,7 +274,9 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
     finally:
         client.close()
         nodes.close()
-    said = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+    said = ", ".join(f"{k} {v * 1000:.0f} ms" + (
+        f" (answered in {answered[k] * 1000:.0f})" if k in answered else "")
+        for k, v in timings.items())
     print(f"\n[{coordinator['coordinator']}] active-active propagation (change asked of one "
           f"node -> seen in the other's status; health view: b2 down on lb-2 -> out of "
           f"lb-1's hash table): {said}; "
