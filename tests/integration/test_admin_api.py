@@ -366,6 +366,17 @@ def test_bad_body_is_400(admin: AdminServer, raw: bytes) -> None:
 # -- refusals ---------------------------------------------------------------------------------
 
 
+def test_render_status_shows_servers_another_node_keeps_out_of_hashing(
+    admin: AdminServer, node: FakeNode
+) -> None:
+    status = AdminClient(admin.address, None).status()
+    status["pools"][0]["hash_excluded"] = ["a2"]  # as an active-active hash pool says
+    console = Console(record=True, width=250)
+    render_status(status, console)
+    text = " ".join(console.export_text().split())  # the title wraps at the table's width
+    assert "out of the hash table (down on another node): a2" in text, text
+
+
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
