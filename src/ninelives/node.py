@@ -83,6 +83,13 @@ class Node:
         self.uptime = UptimeRecorder.open(self.config, self.events)
         self.slo = SloWatch(self.uptime.store, lambda: self.config)
         self.events.subscribers.append(self.slo.on_event)
+        cluster = self.config.cluster
+        if cluster is not None and cluster.mode == "active-active":
+            try:  # first: the pools take the shared settings as they are made
+                self.shared = await SharedState.open(
+                    cluster, self.name, lambda: self.pools, list(self.config.pools))
+            except CoordinatorError as exc:
+                raise ReloadError(f"cluster: cannot read the shared settings: {exc}") from exc
         for line in await apply(self, self.config):
             log.info("%s", line)
         self.started = True
@@ -102,19 +109,17 @@ class Node:
         return " ".join(parts)
 
     async def _start_cluster(self) -> None:
-        """Join the cluster; in active-active, share operator settings and health views
-        (the settings already shared are applied before the node says it is ready)."""
+        """Join the cluster; in active-active, watch the shared settings and share health
+        views."""
         config = self.config.cluster
         assert config is not None
-        shared = config.mode == "active-active"
         self.cluster = await start_cluster(
             config, self.name, self.admin_address, self.events,
             lambda: None if self.is_ready() else "the node is starting or stopping",
             view=lambda: self.shared.view() if self.shared is not None else {},
             on_members=self._members_seen,
         )
-        if shared:
-            self.shared = SharedState(self.cluster.coordinator, self.name, lambda: self.pools)
+        if self.shared is not None:
             await self.shared.start()
             self.events.subscribers.append(self._server_changed)
             self.cluster.touch()
@@ -139,8 +144,8 @@ class Node:
             config = load_config(self.config_path)
             changes = await apply(self, config)
             if self.shared is not None and self.cluster is not None:
-                # Pools and servers the config added take the shared settings and views.
-                self.shared.reapply()
+                # Pools and servers the config added take the other nodes' views (and the
+                # shared settings, which the commit applied, are read again).
                 self.shared.members_seen(self.cluster.members)
                 try:
                     await self.shared.sync()

@@ -147,6 +147,14 @@ class Nodes:
         self.took = time.monotonic() - started
         return result
 
+    def settled(self, name: str) -> bool:
+        """Both nodes in the member list, every server of ``keyed`` up, none excluded."""
+        status = self.call(name, "GET", "/v1/status")
+        keyed = next(p for p in status["pools"] if p["name"] == "keyed")
+        servers = [s for tier in keyed["tiers"] for s in tier["servers"]]
+        return (len(status["cluster"]["members"]) == 2 and not keyed["hash_excluded"]
+                and all(s["state"] == "up" for s in servers))
+
     def event(self, name: str, entity: str, new: str) -> dict[str, Any] | None:
         events = self.call(name, "GET", "/v1/events")["events"]
         return next((e for e in reversed(events) if e["entity"] == entity and e["new"] == new),
@@ -193,8 +201,8 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         nodes.start("lb-1")
         nodes.start("lb-2", b4=False)
         for name in NODES:
-            wait_until(lambda n=name: len(nodes.call(n, "GET", "/v1/status")["cluster"]
-                                          ["members"]) == 2, message=f"{name} sees both nodes")
+            wait_until(lambda n=name: nodes.settled(n), message=f"{name}: both nodes seen, "
+                       "every keyed server up, none kept out of hashing")
 
         # A change for a server lb-2 does not have is ignored there, until a reload adds it.
         nodes.change("lb-1", "b4", "state", "drain")
@@ -233,7 +241,8 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
         nodes.start("lb-2", b4=False)
         assert "b4" not in {s["name"] for s in nodes.pool("lb-2", "app")["tiers"][0]["servers"]}
         b1, b2, b3 = (nodes.server("lb-2", "app", b) for b in ("b1", "b2", "b3"))
-        assert (b1["state"], b2["weight"], b3["state"]) == ("up", 3, "maint"), (b1, b2, b3)
+        assert (b1["admin_state"], b2["weight"], b3["admin_state"]) == ("ready", 3, "maint"), (
+            b1, b2, b3)
 
         node_config(harness, "lb-2", coordinator, b4=True)
         assert nodes.call("lb-2", "POST", "/v1/reload")["reloaded"] is True
@@ -243,8 +252,8 @@ def test_changes_on_one_node_apply_on_every_node_and_hashing_agrees(
 
         # Hash persistence: the same server for every key through either node...
         for name in NODES:
-            wait_until(lambda n=name: len(nodes.call(n, "GET", "/v1/status")["cluster"]
-                                          ["members"]) == 2, message=f"{name} sees both nodes")
+            wait_until(lambda n=name: nodes.settled(n), message=f"{name}: both nodes seen, "
+                       "every keyed server up, none kept out of hashing")
         before = client.call(placement, keyed["lb-1"])
         assert client.call(placement, keyed["lb-2"]) == before
         assert set(before.values()) == set(BACKENDS)

@@ -9,9 +9,12 @@ coordinator and applies what they say to the node's pools.
   caller gets :class:`CoordinatorError` (the API answers 503). A change applied here alone
   would be undone by the next read of the shared state, and the nodes would disagree
   until then without anyone knowing.
+- A node that starts reads every pool's key before it makes its pools
+  (:meth:`SharedState.open`), and each commit of a config (start, reload) applies the
+  values last read in the same step, so no server serves against the shared settings.
 - A watch on ``runtime/`` applies every node's changes as they land; when the watch
   starts (and starts again after the coordinator was lost) every pool's key is read
-  again, so a node that starts, restarts or reloads takes the current shared state.
+  again.
 - :meth:`SharedState.view` is this node's health view for its member record;
   :meth:`SharedState.members_seen` takes every read of the member list and keeps the
   servers other nodes see down out of the hash tables.
@@ -26,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from ninelives.cluster import sharing
+from ninelives.cluster.connect import open_coordinator
 from ninelives.cluster.coordinator import (
     Conflict,
     Coordinator,
@@ -35,6 +39,7 @@ from ninelives.cluster.coordinator import (
     Phase,
     bounded,
 )
+from ninelives.config import ClusterConfig
 from ninelives.pool import AdminState, Pool
 from ninelives.states import IN_SERVICE, Health
 
@@ -59,6 +64,22 @@ class SharedState:
         self._synced = asyncio.Event()
         self._last: dict[str, str] = {}  # every pool's shared value as last read
 
+    @classmethod
+    async def open(
+        cls, config: ClusterConfig, me: str, pools: Callable[[], Mapping[str, Pool]],
+        names: list[str],
+    ) -> SharedState:
+        """Open a coordinator of its own and read the shared settings of the pools
+        ``names``; raise CoordinatorError if either fails."""
+        coordinator = await open_coordinator(config)
+        shared = cls(coordinator, me, pools)
+        try:
+            await shared.sync(names)
+        except BaseException:
+            await coordinator.close()
+            raise
+        return shared
+
     async def start(self) -> None:
         """Start watching; wait (one lease at most) for the first read of every pool's
         settings, so that a node that starts serves with them."""
@@ -67,10 +88,12 @@ class SharedState:
             await asyncio.wait_for(self._synced.wait(), self.coordinator.ttl)
 
     async def stop(self) -> None:
+        """Stop watching and close the coordinator."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.coordinator.close()
 
     # -- operator changes ------------------------------------------------------------------
 
@@ -124,15 +147,17 @@ class SharedState:
             log.info("cluster: %s/%s: %s", pool_name, step.server, step.reason)
         return done
 
-    def reapply(self) -> None:
-        """Apply the shared values last read, at once: after a reload, so that a server
-        it adds takes them before the coordinator is read again."""
-        for name, value in list(self._last.items()):
-            self.apply(name, value)
+    def reapply(self) -> list[str]:
+        """Apply the shared values last read, at once: in the commit of a config, so that
+        a server it adds takes them before it can serve. One sentence per change."""
+        return [f"pool {name}: server {step.server}: {step.reason} (shared)"
+                for name, value in list(self._last.items())
+                for step in self.apply(name, value)]
 
-    async def sync(self) -> None:
-        """Read every pool's shared settings and apply them (start, reload, a new watch)."""
-        for name in list(self.pools()):
+    async def sync(self, names: list[str] | None = None) -> None:
+        """Read the shared settings of the pools ``names`` (default: every pool this node
+        has) and apply them (start, reload, a new watch)."""
+        for name in list(self.pools()) if names is None else names:
             entry = await self._bounded(self.coordinator.get(sharing.runtime_key(name)))
             self.apply(name, entry.value if entry is not None else None)
 
