@@ -22,7 +22,6 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import Generator
 
 import pytest
 
@@ -49,15 +48,6 @@ BUSY_MACHINE_LIMIT = 3.0  # no single trial may exceed this, even on a loaded ma
 TRIALS = 3
 
 
-@pytest.fixture
-def lab() -> Generator[Lab, None, None]:
-    made = Lab()
-    try:
-        made.build()
-        yield made
-    finally:
-        left = made.destroy()
-        assert not left, f"could not remove namespaces {left}"
 
 
 def test_the_vip_moves_to_the_follower_when_the_leader_dies_and_never_is_held_twice(

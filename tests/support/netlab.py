@@ -6,22 +6,34 @@ Topology: a bridge namespace (br0) and one namespace per host, each with an ``et
 with). Names carry a random tag, so that several runs (tests, benchmarks) can build labs at
 the same time. Also here: the ninelives nodes, the backend and the client of the cluster
 tests and of bench/vip_bench.py.
+
+A test reaches into a namespace without a process per call through :class:`InNamespace`:
+a thread that entered the namespace (setns applies to the calling thread only), so the
+sockets the test opens there are that host's.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from tests.support.node import NINELIVES, TOKEN, Harness, Process
+
+P = ParamSpec("P")
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+NS_CALL_TIMEOUT = 60.0  # seconds one call in a namespace may take at most
 
 VIP = "10.77.0.100"
 SUBNET = "10.77.0.{}/24"
@@ -107,6 +119,39 @@ class Lab:
 
     def exec(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
+
+    def add_address(self, host: str, last: int) -> str:
+        """One more address on ``host``'s eth0 (10.77.0.LAST); returns it."""
+        address = SUBNET.format(last).partition("/")[0]
+        ip("-n", self.ns(host), "addr", "add", SUBNET.format(last), "dev", "eth0")
+        return address
+
+    def blackhole(self, host: str, address: str, on: bool = True) -> None:
+        """Make ``host`` lose (or find again) its path to ``address``: a blackhole route."""
+        ip("-n", self.ns(host), "route", "add" if on else "del", "blackhole", f"{address}/32")
+
+
+class InNamespace:
+    """Runs calls in a thread that entered ``host``'s namespace; ``close()`` ends it."""
+
+    def __init__(self, lab: Lab, host: str) -> None:
+        self.path = f"/run/netns/{lab.ns(host)}"
+        self._pool = ThreadPoolExecutor(max_workers=1, initializer=self._enter)
+
+    def _enter(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {self.path} failed")
+        finally:
+            os.close(fd)
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._pool.submit(fn, *args, **kwargs).result(NS_CALL_TIMEOUT)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 @dataclass
