@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,31 +258,23 @@ def start_probe(lab: Lab, harness: Harness) -> Process:
     return harness.spawn("probe", argv, "probe ready")
 
 
-def restored_after(probe: Process, since: float) -> float | None:
-    """Seconds from ``since`` to the first answer the probe got after it."""
+def attempts(probe: Process) -> Iterator[tuple[float, bool]]:
+    """Every attempt the probe logged so far: when, and whether it got an answer."""
     for line in "".join(probe.extra_stdout).splitlines():
         at, _, outcome = line.partition(" ")
         try:
             when = float(at)
         except ValueError:
             continue
-        if when > since and outcome.startswith("ok"):
-            return when - since
-    return None
+        yield when, outcome.startswith("ok")
+
+
+def restored_after(probe: Process, since: float) -> float | None:
+    """Seconds from ``since`` to the first answer the probe got after it."""
+    return next((when - since for when, ok in attempts(probe) if when > since and ok), None)
 
 
 def answers(probe: Process, start: float, end: float) -> tuple[list[float], int]:
     """The times of the answers the probe got within [start, end], and its failed attempts."""
-    times, failed = [], 0
-    for line in "".join(probe.extra_stdout).splitlines():
-        at, _, outcome = line.partition(" ")
-        try:
-            when = float(at)
-        except ValueError:
-            continue
-        if start <= when <= end:
-            if outcome.startswith("ok"):
-                times.append(when)
-            else:
-                failed += 1
-    return times, failed
+    within = [(when, ok) for when, ok in attempts(probe) if start <= when <= end]
+    return [when for when, ok in within if ok], sum(1 for _, ok in within if not ok)
