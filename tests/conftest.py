@@ -14,6 +14,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from tests.support.netlab import Lab, built_lab  # noqa: E402
 from tests.support.node import Harness, Process  # noqa: E402
 
 HARNESS = pytest.StashKey[Harness]()
@@ -47,3 +48,10 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[Harness
         yield h
     finally:
         h.stop_all()
+
+
+@pytest.fixture
+def lab() -> Generator[Lab, None, None]:
+    """Namespaces on a bridge (tests/support/netlab.py), removed at the end, also on failure."""
+    with built_lab() as made:
+        yield made

@@ -28,15 +28,17 @@ import httptools
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ninelives.address import Address
+from ninelives.cluster.coordinator import CoordinatorError
 from ninelives.cluster.ha import SwitchoverError
 from ninelives.config import ConfigError, ReloadError
 from ninelives.events import EventLog
 from ninelives.listener import ListenerStats
 from ninelives.metrics import NodeCollector, SloCollector
-from ninelives.pool import AdminState, Pool, Server
+from ninelives.pool import MAX_WEIGHT, AdminState, Pool, Server
 from ninelives.uptime.api import answer_slo, answer_status_page, answer_uptime
 
 if TYPE_CHECKING:
+    from ninelives.cluster.shared import SharedState
     from ninelives.config import Config
     from ninelives.uptime.recorder import UptimeRecorder
     from ninelives.uptime.watch import SloWatch
@@ -53,7 +55,6 @@ REQUEST_DEADLINE = 10.0
 # with unread bytes would make the kernel send a reset, which can destroy the answer before
 # the client reads it (RFC 9112 section 9.6, "lingering close").
 LINGER = 2.0
-MAX_WEIGHT = 256  # as HAProxy: weights 0-256
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -80,6 +81,8 @@ class NodeLike(Protocol):
     def uptime(self) -> UptimeRecorder: ...
     @property
     def slo(self) -> SloWatch: ...
+    @property
+    def shared(self) -> SharedState | None: ...
     def is_ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
     async def reload(self) -> list[str]: ...
@@ -307,7 +310,7 @@ class AdminApp:
             return Response.error(exc.status, str(exc))
         return Response.json(200, result)
 
-    def set_state(self, pool: Pool, server: Server, value: Any, peer: str) -> Response:
+    def set_state(self, pool: Pool, server: Server, value: Any, peer: str) -> Answer:
         try:
             state = AdminState(value)
         except ValueError:
@@ -315,6 +318,8 @@ class AdminApp:
             return Response.error(
                 400, f'expected "state" to be one of {allowed}, got {json.dumps(value)}'
             )
+        if self.node.shared is not None:
+            return self.share(pool, server, peer, state=state)
         before = server.admin_state
         pool.set_admin_state(server.name, state)
         log.info(
@@ -324,7 +329,7 @@ class AdminApp:
         )
         return Response.json(200, server.status())
 
-    def set_weight(self, pool: Pool, server: Server, value: Any, peer: str) -> Response:
+    def set_weight(self, pool: Pool, server: Server, value: Any, peer: str) -> Answer:
         # bool is an int in Python; "weight": true is a mistake, not 1.
         if not isinstance(value, int) or isinstance(value, bool) or not (
             0 <= value <= MAX_WEIGHT
@@ -332,12 +337,33 @@ class AdminApp:
             return Response.error(
                 400, f'expected "weight" to be an integer 0-{MAX_WEIGHT}, got {json.dumps(value)}'
             )
+        if self.node.shared is not None:
+            return self.share(pool, server, peer, weight=value)
         before = server.weight
         pool.set_weight(server.name, value)
         log.info(
             "%s set %s/%s weight %d -> %d", peer, pool.name, server.name, before, value
         )
         return Response.json(200, server.status())
+
+
+    async def share(
+        self, pool: Pool, server: Server, peer: str, state: AdminState | None = None,
+        weight: int | None = None,
+    ) -> Response:
+        """Active-active: the change goes to the coordinator, so every node applies it; 503
+        (nothing changed on any node) when the coordinator cannot be written."""
+        shared = self.node.shared
+        assert shared is not None
+        what = f"state {state.value}" if state is not None else f"weight {weight}"
+        try:
+            await shared.change(pool.name, server.name, state, weight)
+        except CoordinatorError as exc:
+            log.error("%s set %s/%s %s: not shared: %s", peer, pool.name, server.name, what, exc)
+            return Response.error(503, f"not changed on any node: the coordinator could not "
+                                       f"be written ({exc}); try again when it answers")
+        log.info("%s set %s/%s %s on every node", peer, pool.name, server.name, what)
+        return Response.json(200, {**server.status(), "shared": True})
 
 
 def _not_allowed(method: str, path: str, allowed: str) -> Response:

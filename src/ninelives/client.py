@@ -248,6 +248,9 @@ def _pool_table(pool: dict[str, Any]) -> Table:
     )
     if pool.get("panic"):
         title += f"  PANIC: {pool.get('panic_reason', '')}"
+    if pool.get("hash_excluded"):
+        title += f"  out of the hash table (down on another node): " \
+                 f"{', '.join(pool['hash_excluded'])}"
     table = Table(title=title, title_justify="left")
     for column in ("tier", "provider", "server", "address", "state"):
         table.add_column(column)

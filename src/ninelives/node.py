@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ninelives import __version__, runtime_state
-from ninelives.cluster.coordinator import CoordinatorError
+from ninelives.cluster.coordinator import CoordinatorError, Member
 from ninelives.cluster.ha import HaLoop, SwitchoverError, start_cluster
+from ninelives.cluster.shared import SharedState
 from ninelives.config import Config, ConfigError, ReloadError, load_config
-from ninelives.events import EventLog
+from ninelives.events import Event, EventLog
 from ninelives.health import HealthChecker
 from ninelives.http.context import HttpContext
 from ninelives.http.idle import close_idle_clients, close_idle_upstreams, expire_responses
@@ -70,6 +71,7 @@ class Node:
         # The uptime history (under the state_dir read at start; opened by start()).
         self.uptime = UptimeRecorder(None, "the node has not started")
         self.cluster: HaLoop | None = None  # with a cluster: section, once started
+        self.shared: SharedState | None = None  # active-active: what the nodes share
         # SLO alerts and incidents to the webhooks (with the store, once started).
         self.slo = SloWatch(None, lambda: self.config)
 
@@ -81,6 +83,13 @@ class Node:
         self.uptime = UptimeRecorder.open(self.config, self.events)
         self.slo = SloWatch(self.uptime.store, lambda: self.config)
         self.events.subscribers.append(self.slo.on_event)
+        cluster = self.config.cluster
+        if cluster is not None and cluster.mode == "active-active":
+            try:  # first: the pools take the shared settings as they are made
+                self.shared = await SharedState.open(
+                    cluster, self.name, lambda: self.pools, list(self.config.pools))
+            except CoordinatorError as exc:
+                raise ReloadError(f"cluster: cannot read the shared settings: {exc}") from exc
         for line in await apply(self, self.config):
             log.info("%s", line)
         self.started = True
@@ -91,15 +100,38 @@ class Node:
         self.uptime.serving(self)
         if self.config.cluster is not None:
             try:
-                self.cluster = await start_cluster(
-                    self.config.cluster, self.name, self.admin_address, self.events,
-                    lambda: None if self.is_ready() else "the node is starting or stopping")
+                await self._start_cluster()
             except CoordinatorError as exc:
                 raise ReloadError(f"cluster: cannot open the coordinator: {exc}") from exc
         self.slo.start(self)
         parts = [f"ninelives ready node={self.name}", f"admin={self.admin_address}"]
         parts += [f"{s.name}={','.join(s.addresses)}" for s in self.listeners]
         return " ".join(parts)
+
+    async def _start_cluster(self) -> None:
+        """Join the cluster; in active-active, watch the shared settings and share health
+        views."""
+        config = self.config.cluster
+        assert config is not None
+        self.cluster = await start_cluster(
+            config, self.name, self.admin_address, self.events,
+            lambda: None if self.is_ready() else "the node is starting or stopping",
+            view=lambda: self.shared.view() if self.shared is not None else {},
+            on_members=self._members_seen,
+        )
+        if self.shared is not None:
+            await self.shared.start()
+            self.events.subscribers.append(self._server_changed)
+            self.cluster.touch()
+
+    def _members_seen(self, members: list[Member]) -> None:
+        if self.shared is not None:
+            self.shared.members_seen(members)
+
+    def _server_changed(self, event: Event) -> None:
+        """A server's state changed here: the member record's health view may have."""
+        if event.kind == "server" and self.cluster is not None:
+            self.cluster.touch()
 
     async def reload(self) -> list[str]:
         """Read the config file again and apply it; one sentence per change.
@@ -111,6 +143,14 @@ class Node:
         async with self.reloading:
             config = load_config(self.config_path)
             changes = await apply(self, config)
+            if self.shared is not None and self.cluster is not None:
+                # Pools and servers the config added take the other nodes' views (and the
+                # shared settings, which the commit applied, are read again).
+                self.shared.members_seen(self.cluster.members)
+                try:
+                    await self.shared.sync()
+                except CoordinatorError as exc:
+                    log.warning("reload: shared settings not read (%s); read when it answers", exc)
             self.uptime.reconfigured(self)
             self.reloads += 1
             self.events.publish(
@@ -201,6 +241,8 @@ class Node:
         """Stop accepting, let in-flight requests finish within ``deadline``, then close."""
         self.stopping.set()
         self.ready = False
+        if self.shared is not None:
+            await self.shared.stop()
         if self.cluster is not None:  # first: a follower takes the lead while we drain
             await self.cluster.stop()
         self.uptime.stopping(self)

@@ -38,6 +38,8 @@ class AdminState(StrEnum):
     MAINT = "maint"  # no traffic at all
 
 
+MAX_WEIGHT = 256  # as HAProxy: weights 0-256
+
 
 # Upper bounds (seconds) of the latency histogram buckets, as Prometheus expects them.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -179,6 +181,17 @@ class Server:
         }
 
 
+def first_available(
+    tiers: list[list[Server]], excluded: frozenset[str]
+) -> tuple[int | None, tuple[Server, ...]]:
+    """The first tier with an available server not in ``excluded``, and those servers."""
+    for index, tier in enumerate(tiers):
+        available = tuple(s for s in tier if s.is_available() and s.name not in excluded)
+        if available:
+            return index, available
+    return None, ()
+
+
 class Pool:
     """A named pool: tiers of servers in failover order, and the balancer over them."""
 
@@ -189,6 +202,7 @@ class Pool:
         "response_timeout", "candidates", "max_tries", "retry_on", "retry_methods",
         "retrying", "retries", "retry_outcomes", "ejections", "active_tier", "on_admin_change",
         "events", "initial", "state", "state_reason", "slow_start", "ramping", "panic",
+        "hash_excluded",
     )
 
     def __init__(
@@ -220,6 +234,9 @@ class Pool:
         self.state_reason = "not checked yet"
         self.ramping: list[Server] = []  # servers in slow start, moved on by advance_ramps
         self.panic = ""  # why the pool is in panic; empty when it is not
+        # Servers another node of an active-active cluster sees down: out of the hash
+        # table here too, so every node builds the same one (ninelives.cluster.sharing).
+        self.hash_excluded: frozenset[str] = frozenset()
         # Called after an operator's change (state, weight), e.g. to save it to disk.
         self.on_admin_change: list[Callable[[Pool], None]] = []
         self.reconfigure(config)
@@ -290,19 +307,26 @@ class Pool:
         Active/active is every available server of that tier; active/passive is a later tier
         that is reached only when every tier before it has none. When a primary returns, the
         next refresh makes its tier the candidate set again (automatic failback). Too few
-        healthy servers put the pool in panic (:mod:`ninelives.panic`).
+        healthy servers put the pool in panic (:mod:`ninelives.panic`). A hash pool of an
+        active-active cluster leaves out the servers another node sees down
+        (``hash_excluded``), unless that leaves it nothing.
         """
         self._start_ramps()
-        self.candidates = ()
-        self.active_tier = None
-        for index, tier in enumerate(self.tiers):
-            available = tuple(s for s in tier if s.is_available())
-            if available:
-                self.candidates = available
-                self.active_tier = index
-                break
+        excluded = self.hash_excluded if self.keyed else frozenset()
+        self.active_tier, self.candidates = first_available(self.tiers, excluded)
+        if self.active_tier is None and excluded:
+            # Agreeing with the other nodes would leave nothing: balance by my own view.
+            self.active_tier, self.candidates = first_available(self.tiers, frozenset())
         self._judge_panic()
         self._pool_state()
+
+    def exclude_from_hash(self, servers: frozenset[str]) -> None:
+        """Keep ``servers`` (seen down by another node) out of a hash pool's candidates,
+        unless that would leave none; rebuild the candidates only when the set changed."""
+        if servers != self.hash_excluded:
+            self.hash_excluded = servers
+            if self.keyed:
+                self.refresh()
 
     def _pool_state(self) -> None:
         """Publish the pool's state when it changes: up, backup (served by a later tier),
@@ -516,11 +540,13 @@ class Pool:
 
     # -- runtime changes (admin API) --------------------------------------------------------
 
-    def set_admin_state(self, server: str, state: AdminState, why: str = "operator") -> Server:
+    def set_admin_state(
+        self, server: str, state: AdminState, reason: str = "set by operator"
+    ) -> Server:
         target = self.by_name[server]
         before = target.state
         target.admin_state = state
-        self._published(target, before, f"set by {why}")
+        self._published(target, before, reason)
         self.refresh()
         for callback in self.on_admin_change:
             callback(self)
@@ -544,6 +570,7 @@ class Pool:
             "available": len(self.candidates),
             "panic": bool(self.panic),
             "panic_reason": self.panic,
+            "hash_excluded": sorted(self.hash_excluded) if self.keyed else [],
             "no_server": self.no_server,
             "tiers": [
                 {

@@ -171,6 +171,9 @@ def commit(node: Node, prepared: Prepared) -> list[str]:
         # Drain, maint and weights an operator set before a restart hold again.
         for line in runtime_state.restore(node.state_path, node.pools):
             changes.append(line)
+    if node.shared is not None:
+        # Active-active: what the nodes share wins, before a new server can serve.
+        changes += node.shared.reapply()
     _commit_listeners(node, prepared, changes)
     if prepared.admin is not None:
         if node.admin is not None:

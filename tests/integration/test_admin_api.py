@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +29,14 @@ from ninelives import __version__
 from ninelives.address import Address
 from ninelives.admin import start_admin
 from ninelives.client import AdminClient, AdminError, parse_target, render_status
+from ninelives.cluster.shared import SharedState
 from ninelives.config import Config, parse_config
 from ninelives.listener import ListenerStats
-from ninelives.pool import Pool
+from ninelives.pool import AdminState, Pool
 from ninelives.states import Health, Signal
 from ninelives.uptime.recorder import UptimeRecorder
 from ninelives.uptime.watch import SloWatch
+from tests.support.unreachable import Unanswering
 
 TOKEN = "s3cret-token"
 CONFIG = """
@@ -67,6 +70,7 @@ class FakeNode:
     pools: dict[str, Pool] = field(default_factory=dict)
     listeners: list[ListenerStats] = field(default_factory=list)
     uptime: UptimeRecorder = field(default_factory=lambda: UptimeRecorder(None, "not kept"))
+    shared: SharedState | None = None  # active-active only
 
     def __post_init__(self) -> None:
         self.slo = SloWatch(None, lambda: self.config)
@@ -292,6 +296,29 @@ def test_drain_changes_pool_status_and_metrics(
     assert [s.name for s in pool.candidates] == ["a1", "a2"]
 
 
+def test_active_active_changes_nothing_when_the_coordinator_cannot_be_written(
+    admin: AdminServer, node: FakeNode, tmp_path: Path
+) -> None:
+    opened = asyncio.run_coroutine_threadsafe(
+        Unanswering.open(tmp_path / "cluster.db", 1.0), admin.loop)
+    coordinator = opened.result(timeout=10)
+    node.shared = SharedState(coordinator, node.name, lambda: node.pools)
+    try:
+        reply = call(admin, "POST", "/v1/pools/app/servers/a1/state", {"state": "drain"}, TOKEN)
+        assert reply.status == 503
+        assert reply.json()["error"] == (
+            "not changed on any node: the coordinator could not be written (get: no answer "
+            "within 0.33s); try again when it answers")
+        a1 = node.pools["app"].by_name["a1"]
+        assert a1.admin_state is AdminState.READY
+        weight = a1.weight
+        reply = call(admin, "POST", "/v1/pools/app/servers/a1/weight", {"weight": 7}, TOKEN)
+        assert reply.status == 503
+        assert a1.weight == weight
+    finally:
+        asyncio.run_coroutine_threadsafe(coordinator.close(), admin.loop).result(timeout=10)
+
+
 def test_maint_of_a_whole_tier_fails_over(admin: AdminServer, node: FakeNode) -> None:
     for server in ("a1", "a2"):
         path = f"/v1/pools/app/servers/{server}/state"
@@ -337,6 +364,17 @@ def test_bad_body_is_400(admin: AdminServer, raw: bytes) -> None:
 
 
 # -- refusals ---------------------------------------------------------------------------------
+
+
+def test_render_status_shows_servers_another_node_keeps_out_of_hashing(
+    admin: AdminServer, node: FakeNode
+) -> None:
+    status = AdminClient(admin.address, None).status()
+    status["pools"][0]["hash_excluded"] = ["a2"]  # as an active-active hash pool says
+    console = Console(record=True, width=250)
+    render_status(status, console)
+    text = " ".join(console.export_text().split())  # the title wraps at the table's width
+    assert "out of the hash table (down on another node): a2" in text, text
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,6 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from collections.abc import Generator
-
-import pytest
 
 from ninelives.cluster.vip import address_lifetime
 from tests.support.netlab import (
@@ -29,7 +26,6 @@ from tests.support.netlab import (
     Lab,
     SplitBrainWatch,
     answers,
-    built_lab,
     local_coordinator,
     needs_netns,
     other,
@@ -50,12 +46,6 @@ TRIALS = 3
 KERNEL_EXPIRY_SLACK = 1.5  # seconds past an address's lifetime before the kernel removes it
 
 
-
-
-@pytest.fixture
-def lab() -> Generator[Lab, None, None]:
-    with built_lab() as made:
-        yield made
 
 
 def local_cluster(lab: Lab, harness: Harness) -> Cluster:

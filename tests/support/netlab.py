@@ -6,10 +6,15 @@ Topology: a bridge namespace (br0) and one namespace per host, each with an ``et
 with). Names carry a random tag, so that several runs (tests, benchmarks) can build labs at
 the same time. Also here: the ninelives nodes, the backend and the client of the cluster
 tests and of bench/vip_bench.py.
+
+A test reaches into a namespace without a process per call through :class:`InNamespace`:
+a thread that entered the namespace (setns applies to the calling thread only), so the
+sockets the test opens there are that host's.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -18,15 +23,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 
 from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
+
+P = ParamSpec("P")
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+NS_CALL_TIMEOUT = 60.0  # seconds one call in a namespace may take at most
 
 VIP = "10.77.0.100"
 SUBNET = "10.77.0.{}/24"
@@ -120,6 +131,16 @@ class Lab:
     def exec(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
 
+    def add_address(self, host: str, last: int) -> str:
+        """One more address on ``host``'s eth0 (10.77.0.LAST); returns it."""
+        address = SUBNET.format(last).partition("/")[0]
+        ip("-n", self.ns(host), "addr", "add", SUBNET.format(last), "dev", "eth0")
+        return address
+
+    def blackhole(self, host: str, address: str, on: bool = True) -> None:
+        """Make ``host`` lose (or find again) its path to ``address``: a blackhole route."""
+        ip("-n", self.ns(host), "route", "add" if on else "del", "blackhole", f"{address}/32")
+
     def cut_off(self, host: str, *others: str) -> None:
         """Silently drop everything ``host`` sends to ``others``, its link still up: their
         addresses are pinned to a MAC address nobody has, so packets leave and are lost, as
@@ -145,6 +166,29 @@ def built_lab(hosts: Mapping[str, int] = HOSTS) -> Iterator[Lab]:
     finally:
         left = made.destroy()
         assert not left, f"could not remove namespaces {left}"
+
+
+class InNamespace:
+    """Runs calls in a thread that entered ``host``'s namespace; ``close()`` ends it."""
+
+    def __init__(self, lab: Lab, host: str) -> None:
+        self.path = f"/run/netns/{lab.ns(host)}"
+        self._pool = ThreadPoolExecutor(max_workers=1, initializer=self._enter)
+
+    def _enter(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {self.path} failed")
+        finally:
+            os.close(fd)
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._pool.submit(fn, *args, **kwargs).result(NS_CALL_TIMEOUT)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 @dataclass
@@ -305,21 +349,17 @@ def outcomes(probe: Process) -> Iterator[tuple[float, str]]:
         yield when, outcome
 
 
+def attempts(probe: Process) -> Iterator[tuple[float, bool]]:
+    """Every attempt the probe logged so far: when, and whether it got an answer."""
+    return ((when, outcome.startswith("ok")) for when, outcome in outcomes(probe))
+
+
 def restored_after(probe: Process, since: float) -> float | None:
     """Seconds from ``since`` to the first answer the probe got after it."""
-    for when, outcome in outcomes(probe):
-        if when > since and outcome.startswith("ok"):
-            return when - since
-    return None
+    return next((when - since for when, ok in attempts(probe) if when > since and ok), None)
 
 
 def answers(probe: Process, start: float, end: float) -> tuple[list[float], int]:
     """The times of the answers the probe got within [start, end], and its failed attempts."""
-    times, failed = [], 0
-    for when, outcome in outcomes(probe):
-        if start <= when <= end:
-            if outcome.startswith("ok"):
-                times.append(when)
-            else:
-                failed += 1
-    return times, failed
+    within = [(when, ok) for when, ok in attempts(probe) if start <= when <= end]
+    return [when for when, ok in within if ok], sum(1 for _, ok in within if not ok)

@@ -31,14 +31,16 @@ value: retry with what is there now).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, Protocol, Self, TypeVar
 
 MEMBERS_PREFIX = "members/"
+T = TypeVar("T")
 
 Phase = Literal[
     "open", "acquire", "renew", "release", "get", "compare_and_set", "watch", "register",
@@ -133,8 +135,10 @@ MemberHealth = Literal["healthy", "unhealthy"]
 @dataclass(frozen=True, slots=True)
 class Member:
     """A node's record in the member list. ``reason`` says why its role is what it is,
-    ``since`` is when it took that role (seconds since the epoch; 0: not told),
-    ``priority`` its claim to take the lead back (``cluster.priority``)."""
+    ``since`` is when it took that role (seconds since the epoch; 0: not told). ``down``
+    is its view of its servers' health in active-active mode: per pool, the servers it
+    sees down (see :mod:`ninelives.cluster.sharing`). ``priority`` is its claim to take
+    the lead back (``cluster.priority``)."""
 
     name: str
     address: str
@@ -142,6 +146,7 @@ class Member:
     health: MemberHealth
     reason: str = ""
     since: float = 0.0
+    down: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     priority: int = 0
 
     @property
@@ -152,6 +157,7 @@ class Member:
         return json.dumps(
             {"name": self.name, "address": self.address, "role": self.role,
              "health": self.health, "reason": self.reason, "since": self.since,
+             "down": {pool: list(names) for pool, names in self.down.items()},
              "priority": self.priority},
             sort_keys=True,
         )
@@ -175,8 +181,15 @@ class Member:
             raise ValueError(f"expected since as a number in {text[:80]!r}")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ValueError(f"expected priority as a whole number in {text[:80]!r}")
+        down = data.get("down", {})
+        if not isinstance(down, dict) or not all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in down.values()
+        ):
+            raise ValueError(f"expected down as pools of server names in {text[:80]!r}")
         return cls(name=name, address=address, role=role, health=health, reason=reason,
-                   since=float(since), priority=priority)
+                   since=float(since), priority=priority,
+                   down={pool: tuple(names) for pool, names in down.items()})
 
 
 class Watch(Protocol):
@@ -252,3 +265,11 @@ def prefix_end(prefix: bytes) -> bytes:
     if not trimmed:
         return b"\x00"  # etcd: every key
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+async def bounded(phase: Phase, work: Awaitable[T], limit: float) -> T:
+    """A coordinator call that answers within ``limit`` seconds or is unavailable."""
+    try:
+        return await asyncio.wait_for(work, limit)
+    except TimeoutError:
+        raise CoordinatorUnavailable(phase, f"no answer within {limit:.2f}s") from None

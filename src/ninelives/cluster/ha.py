@@ -21,8 +21,10 @@ watches it and hands it to ``decide``: the leader steps down (VIP removed, lease
 released), the successor takes the key, the others wait. The key lapses after one lease,
 so a successor that died meanwhile holds nobody up for longer.
 
-In ``active-active`` mode there is no election: the loop only keeps the member record
-(role ``active``).
+In ``active-active`` mode there is no election: the loop keeps the member record (role
+``active``), which carries this node's view of its servers' health (``view``), and
+watches the member list, handing every new read of it to ``on_members`` (see
+:mod:`ninelives.cluster.sharing`).
 """
 
 from __future__ import annotations
@@ -32,18 +34,19 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from ninelives.cluster.connect import open_coordinator
 from ninelives.cluster.coordinator import (
+    MEMBERS_PREFIX,
     Coordinator,
     CoordinatorError,
-    CoordinatorUnavailable,
     Lease,
     LeaseLost,
     Member,
     Phase,
+    bounded,
 )
 from ninelives.cluster.election import (
     Action,
@@ -68,6 +71,10 @@ SWITCHOVER_KEY = "switchover"
 T = TypeVar("T")
 # What ready() answers: None when the node can take the lead, else why it cannot.
 Readiness = Callable[[], str | None]
+# Active-active: this node's view (per pool, the servers it sees down), and what to do
+# with each new read of the member list.
+HealthView = Callable[[], Mapping[str, tuple[str, ...]]]
+MembersSeen = Callable[[list[Member]], None]
 
 
 class SwitchoverError(Exception):
@@ -108,6 +115,8 @@ class HaLoop:
         vip: Vip | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        view: HealthView | None = None,
+        on_members: MembersSeen | None = None,
         priority: int = DEFAULT_PRIORITY,
         preempt: bool = False,
     ) -> None:
@@ -122,6 +131,8 @@ class HaLoop:
         self.preempt = preempt  # take the lead back from a leader of lower priority
         self.clock = clock
         self.wall = wall
+        self.view = view
+        self.on_members = on_members
         self.timing = Timing(coordinator.ttl)
         self.role = Role.FOLLOWER
         self.since = wall()  # when this node took its current role
@@ -160,6 +171,9 @@ class HaLoop:
             self._tasks += [loop.create_task(self._run()),
                             loop.create_task(self._watch(LEADER_KEY)),
                             loop.create_task(self._watch(SWITCHOVER_KEY))]
+        else:  # a peer's new view is read at once, not at the next renewal
+            self._tasks.append(loop.create_task(self._watch(MEMBERS_PREFIX,
+                                                            self._member_changed)))
 
     async def stop(self) -> None:
         """Step down (VIP removed, lease released), leave the member list, stop the loop."""
@@ -329,7 +343,11 @@ class HaLoop:
         return Member(self.me, self.address, role,  # type: ignore[arg-type]
                       "healthy" if not_ready is None else "unhealthy",
                       self.change_reason if not_ready is None else not_ready, self.since,
-                      self.priority)
+                      dict(self.view()) if self.view is not None else {}, self.priority)
+
+    def touch(self) -> None:
+        """Something in this node's record may have changed (its view): write it again."""
+        self._member_changed.set()
 
     async def _membership(self) -> None:
         """Keep the member record and read the others', in a task of its own."""
@@ -337,6 +355,8 @@ class HaLoop:
             try:
                 await self._keep_member()
                 self.members = await self._call("members", self.coordinator.members())
+                if self.on_members is not None:
+                    self.on_members(self.members)
             except CoordinatorError as exc:
                 self._failed(f"member list: {exc}")
             next_at = self.clock() + self.timing.renew_at * self.timing.ttl
@@ -368,21 +388,22 @@ class HaLoop:
 
     # -- waiting ---------------------------------------------------------------------------
 
-    async def _watch(self, key: str) -> None:
-        """Wake the loop on every change of ``key``; start again after a failure. The
-        switchover key's value is kept from the changes, so the leader never waits for a
-        read of it."""
+    async def _watch(self, key: str, wake: asyncio.Event | None = None) -> None:
+        """Wake the loop (or set ``wake``) on every change of ``key``; start again after a
+        failure. The switchover key's value is kept from the changes, so the leader never
+        waits for a read of it."""
+        wake = self._wake if wake is None else wake
         while not self._stopping:
             try:
                 async with self.coordinator.watch(key) as changes:
                     if key == SWITCHOVER_KEY:
                         entry = await self._call("get", self.coordinator.get(key))
                         self._handover = parse_handover(entry.value if entry else None)
-                        self._wake.set()
+                        wake.set()
                     async for change in changes:
                         if change.key == SWITCHOVER_KEY:
                             self._handover = parse_handover(change.value)
-                        self._wake.set()
+                        wake.set()
             except CoordinatorError as exc:
                 log.warning("cluster: watching %s failed (%s); watching again", key, exc)
             await asyncio.sleep(self._retry_every())
@@ -464,10 +485,7 @@ class HaLoop:
     async def _call(self, phase: Phase, work: Awaitable[T], timeout: float | None = None) -> T:
         """A coordinator call bounded by ``timeout`` (default: a third of the lease)."""
         limit = self.timing.renew_at * self.timing.ttl if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(work, limit)
-        except TimeoutError:
-            raise CoordinatorUnavailable(phase, f"no answer within {limit:.2f}s") from None
+        return await bounded(phase, work, limit)
 
     def _retry_every(self) -> float:
         return self.timing.retry_every * self.timing.ttl
@@ -508,7 +526,8 @@ class HaLoop:
 
 
 async def start_cluster(
-    config: ClusterConfig, me: str, address: str, events: EventLog, ready: Readiness
+    config: ClusterConfig, me: str, address: str, events: EventLog, ready: Readiness,
+    view: HealthView | None = None, on_members: MembersSeen | None = None,
 ) -> HaLoop:
     """Open the coordinator, start this node's HA loop; raise CoordinatorError if the
     coordinator cannot be opened."""
@@ -516,6 +535,7 @@ async def start_cluster(
     vip = (Vip(config.vip, address_lifetime(config.lease_ttl))
            if config.vip is not None else None)
     loop = HaLoop(coordinator, me, address, events, ready, config.mode, vip,
+                  view=view, on_members=on_members,
                   priority=config.priority, preempt=config.preempt)
     try:
         await loop.start()
