@@ -13,15 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ninelives.cluster.coordinator import Lease
-from ninelives.cluster.election import (
-    Action,
-    Holder,
-    Renewal,
-    Role,
-    Timing,
-    View,
-    decide,
-)
+from ninelives.cluster.election import Action, Holder, Renewal, Role, Timing, View, decide
 
 TTL = 2.0
 TIMING = Timing(TTL)
