@@ -37,14 +37,14 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Literal, Protocol, Self, TypeVar
+from typing import Literal, Protocol, Self, TypeVar, runtime_checkable
 
 MEMBERS_PREFIX = "members/"
 T = TypeVar("T")
 
 Phase = Literal[
     "open", "acquire", "renew", "release", "get", "compare_and_set", "watch", "register",
-    "members", "close",
+    "members", "close", "granted_ttl", "revoke",
 ]
 
 
@@ -90,6 +90,7 @@ class Entry:
     token: int
     version: int
     leased: bool
+    lease_id: int = 0  # the store's id of the lease it is bound to (0: not told)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,31 @@ class Coordinator(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class VisibleRenewals(Protocol):
+    """What a coordinator offers when every successful renewal writes its key again.
+
+    Each renewal then gives the key a new ``version``, and a follower that sees a version
+    stay the same for a whole lease knows the holder renewed nothing since: it may end that
+    lease at once rather than wait for the store to notice (etcd looks for expired leases
+    every 500 ms). :mod:`ninelives.cluster.election` says when, and why that is safe.
+    ``etcd`` offers this; ``local`` does not (its renewals write only the expiry, and its
+    expired leases are gone at their time anyway).
+    """
+
+    async def granted_ttl(self, entry: Entry) -> float | None:
+        """The TTL granted to the lease ``entry`` is bound to; None if that lease is gone."""
+        ...
+
+    async def revoke_unrenewed(self, entry: Entry) -> bool:
+        """Delete the key if it is still at ``entry.version``, then end its lease.
+
+        False when the key changed meanwhile (the holder renewed, or it is gone): nothing
+        was deleted.
+        """
         ...
 
 

@@ -24,6 +24,34 @@ given back (``RELEASE``) rather than acted on. A lease from an earlier run of th
 (it crashed and restarted within a lease) is left to expire rather than adopted: the old
 process may still be stepping down.
 
+A holder that died is noticed sooner where every renewal writes the leader key again (etcd;
+:class:`~ninelives.cluster.coordinator.VisibleRenewals`): each successful renewal gives the
+key a new version. A follower notes the version it reads and the instant ``s`` (its own
+clock) it *first* read it (:class:`Renewal`). If the version has not changed by
+``s + ttl*(1 + clock_margin)``, ``ttl`` being the larger of the holder's lease TTL and its
+own, the follower revokes (``REVOKE``): the shell deletes the key only if it is still at that
+version, ends its lease, and the follower acquires as usual. It does not wait for etcd's
+lessor, which looks for expired leases every 500 ms, so a takeover takes ``ttl`` and a
+twentieth rather than up to ``ttl + 0.5 s``. Why this never gives two leaders:
+
+- the holder acts only on a renewal that succeeded, and a renewal succeeds only when its
+  write does. That write came after the renewal was sent at ``r``, and the follower read
+  it later still, so ``r < s``: the holder stops acting by ``r + 2*ttl/3 < s + 2*ttl/3``
+  by its own clock, a third of a lease (plus the margin) before the follower revokes;
+- the delete is conditioned on the version, so it is atomic against a renewal: a renewal
+  whose write landed after the follower's last read makes the delete fail (nothing is
+  revoked, the follower reads again), and one whose write comes after the delete fails
+  (the key is gone), so the holder never acts on it, however late its answer comes;
+- a follower whose watch started mid-term, or that was cut off from the store for a
+  while, first reads a version late: ``s`` is later, never earlier, than the write;
+- a renewal whose keepalive succeeded but whose write failed extends etcd's lease without
+  a new version; the holder does not count it (its renewal failed), so it steps down by
+  the rule above, and the follower may end that lease before etcd would;
+- a follower cut off from the store reads nothing and revokes nothing; its delete, if it
+  reaches the store late, still fails if the holder renewed meanwhile;
+- without visible renewals (``local``, whose expired leases are gone at their time) there
+  is no :class:`Renewal` and followers wait for the store as before.
+
 A switchover (a planned handover, :class:`Handover`) makes the leader it names step down;
 while it stands, that node does not take the lead back and, when it names a successor, no
 other node takes it either. It is a lease-bound key, so a successor that never comes
@@ -64,6 +92,7 @@ class Action(Enum):
     PREEMPT = "preempt"      # another node leads: ask it to hand the lead over to me
     WAIT = "wait"            # nobody to follow, and not taking the lead (yet)
     RELEASE = "release"      # give back a lease that came too late to act on
+    REVOKE = "revoke"        # end the lease of a holder that renewed nothing for a lease
 
 
 # What each action does to the role; a pair not listed is a bug in decide().
@@ -74,6 +103,7 @@ TRANSITIONS: dict[tuple[Role, Action], Role] = {
     (Role.FOLLOWER, Action.FOLLOW): Role.FOLLOWER,
     (Role.FOLLOWER, Action.PREEMPT): Role.FOLLOWER,
     (Role.FOLLOWER, Action.WAIT): Role.FOLLOWER,
+    (Role.FOLLOWER, Action.REVOKE): Role.FOLLOWER,
     (Role.LEADER, Action.RENEW): Role.LEADER,
     (Role.LEADER, Action.HOLD): Role.LEADER,
     (Role.LEADER, Action.STEP_DOWN): Role.FOLLOWER,
@@ -100,6 +130,7 @@ class Timing:
     renew_at: float = 1 / 3
     step_down_at: float = 2 / 3
     retry_every: float = 1 / 20
+    clock_margin: float = 1 / 20  # a follower revokes a silent holder after a lease and this
 
     def __post_init__(self) -> None:
         if not 0 < self.renew_at < self.step_down_at < 1:
@@ -116,6 +147,17 @@ class Holder:
     @classmethod
     def of(cls, entry: Entry | None) -> Holder | None:
         return cls(entry.value, entry.token) if entry is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """The holder's last renewal as a follower saw it, where renewals write the key again:
+    the leader key's ``version``, the instant ``seen_at`` (the follower's monotonic clock)
+    it first read that version, and the ``ttl`` of the holder's lease."""
+
+    version: int
+    seen_at: float
+    ttl: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +208,7 @@ class View:
     lost_because: str = ""
     handover: Handover | None = None
     failback: Failback | None = None  # None: preempt is off
+    renewal: Renewal | None = None  # None: renewals are not visible, or nothing read yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +303,16 @@ def _as_follower(view: View) -> tuple[Action, str, float]:
                     f"not taking the lead: nobody leads, but I am not ready "
                     f"({view.not_ready_because})", poll)
         return Action.ACQUIRE, "trying to take the lead: no node holds the leader lease", now
+    renewal = view.renewal
+    if renewal is not None and view.ready:
+        ttl = max(renewal.ttl, timing.ttl)
+        silent_until = renewal.seen_at + ttl * (1 + timing.clock_margin)
+        if now >= silent_until:
+            return (Action.REVOKE,
+                    f"revoking the lease of {holder.name} (token {holder.token}): it renewed "
+                    f"nothing for {now - renewal.seen_at:.2f}s, more than its {ttl:g}s lease",
+                    now)
+        poll = min(poll, silent_until)
     if holder.name == me:
         return (
             Action.WAIT,

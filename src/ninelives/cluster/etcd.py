@@ -13,8 +13,20 @@ dozen small requests, translated at this boundary into the coordinator's errors.
   not exist (``create_revision == 0``); a lost race revokes the lease it granted.
 - **Fencing token**: the key's ``create_revision``, which etcd takes from its one
   cluster-wide revision counter, so it grows with every new holder.
-- **Renew** is a keepalive, then a read that checks the key still exists with our token
-  and lease (a key deleted by hand, or by a switchover, must end the holder's term too).
+- **Renew** is a keepalive, then a transaction: if the key is still bound to our lease,
+  put the same value with the same lease (a new ``mod_revision``, which every watcher
+  sees); else read it and raise LeaseLost (a key deleted by hand, or by a switchover, must
+  end the holder's term too). Two requests, as a keepalive and a read would be.
+- **A dead holder's lease** (:class:`~ninelives.cluster.coordinator.VisibleRenewals`):
+  since every renewal writes the key, a follower that saw the same ``mod_revision`` for a
+  whole lease deletes the key in a transaction conditioned on that ``mod_revision``, then
+  revokes the lease, rather than wait up to 500 ms more for etcd's lessor, which looks for
+  expired leases on that tick. The condition makes it atomic against a renewal: either
+  the renewal's put came first (the delete is not done) or the delete did (the renewal's
+  transaction finds the key gone and fails). Why the holder has stopped by then is in
+  :mod:`ninelives.cluster.election`. ``granted_ttl`` asks etcd the holder's lease TTL
+  (``/v3/lease/timetolive``), once per term, so a holder configured with a longer lease
+  than the follower is waited for as long as it may act.
 - **Compare-and-set** is a transaction on the key's ``mod_revision``.
 - **Watch** is one streaming request (``/v3/watch``): newline-separated JSON messages,
   the first confirming the watch is created. A stream that ends raises
@@ -185,6 +197,7 @@ class EtcdCoordinator:
             token=int(kv.get("create_revision", 0)),
             version=int(kv.get("mod_revision", 0)),
             leased=int(kv.get("lease", 0)) != 0,
+            lease_id=int(kv.get("lease", 0)),
         )
 
     async def _range(self, phase: Phase, key: str) -> Json | None:
@@ -236,8 +249,20 @@ class EtcdCoordinator:
             ttl = float((answer or {}).get("result", {}).get("TTL", 0))
         if ttl <= 0:
             raise LeaseLost("renew", f"{lease.key}: the lease expired (token {lease.token})")
-        kv = await self._range("renew", lease.key)
-        if kv is None or int(kv.get("lease", 0)) != lease.id:
+        # Still ours: written again, same value and lease, so the key's version tells every
+        # watcher that this renewal happened (election: a follower's view of a dead holder).
+        full = _b64(self._key(lease.key))
+        written = await self._call("renew", "/v3/kv/txn", {
+            "compare": [{"key": full, "target": "LEASE", "result": "EQUAL",
+                         "lease": str(lease.id)}],
+            "success": [{"request_put": {"key": full, "value": _b64(lease.value),
+                                         "lease": str(lease.id)}}],
+            "failure": [{"request_range": {"key": full}}],
+        })
+        if not written.get("succeeded", False):
+            with _unexpected("renew", written):
+                kvs: list[Json] = written["responses"][0]["response_range"].get("kvs", [])
+            kv = kvs[0] if kvs else None
             await self._revoke("renew", lease.id)
             now = "gone" if kv is None else f"held with token {kv.get('create_revision')}"
             raise LeaseLost("renew", f"{lease.key}: the key is {now}, not ours "
@@ -246,6 +271,28 @@ class EtcdCoordinator:
 
     async def release(self, lease: Lease) -> None:
         await self._revoke("release", lease.id)
+
+    async def granted_ttl(self, entry: Entry) -> float | None:
+        if not entry.lease_id:
+            return None
+        answer = await self._call("granted_ttl", "/v3/lease/timetolive",
+                                  {"ID": str(entry.lease_id)})
+        with _unexpected("granted_ttl", answer):
+            left, granted = int(answer.get("TTL", -1)), float(answer.get("grantedTTL", 0))
+        return granted if left >= 0 and granted > 0 else None
+
+    async def revoke_unrenewed(self, entry: Entry) -> bool:
+        full = _b64(self._key(entry.key))
+        answer = await self._call("revoke", "/v3/kv/txn", {
+            "compare": [{"key": full, "target": "MOD", "result": "EQUAL",
+                         "mod_revision": str(entry.version)}],
+            "success": [{"request_delete_range": {"key": full}}],
+        })
+        if not answer.get("succeeded", False):
+            return False
+        if entry.lease_id:  # bound to nothing now; ended so that its holder hears at once
+            await self._revoke("revoke", entry.lease_id)
+        return True
 
     async def get(self, key: str) -> Entry | None:
         kv = await self._range("get", key)
