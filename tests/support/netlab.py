@@ -309,10 +309,11 @@ class Cluster:
 
     def rejoins_as_follower(self, old: str, leader: str, hold: float) -> None:
         """``old`` (running again) follows ``leader``, which keeps the VIP ``hold`` seconds."""
-        wait_until(lambda: self.status(old)["role"] == "follower"
-                   and self.status(old)["leader"] is not None, timeout=10,
-                   message=f"{old} follows")
-        assert self.status(old)["leader"]["name"] == leader
+        def follows() -> bool:  # its member list may lag behind its role for a moment
+            status = self.status(old)
+            return status["role"] == "follower" and (status["leader"] or {}).get("name") == leader
+
+        wait_until(follows, timeout=10, message=f"{old} follows {leader}")
         held_until = time.monotonic() + hold
         while time.monotonic() < held_until:
             assert self.holder() == leader, f"the VIP left {leader}"
