@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -275,3 +276,28 @@ def test_a_read_is_one_snapshot_while_new_entities_are_recorded(store: UptimeSto
             assert all(kind == "server" for kind, _ in intervals_now)
     assert store.flush()
     assert len(store.read(T0 - 1, T0 + 10_000, T0 + 10_000)[0]) == 3000
+
+
+def test_a_lone_event_commits_at_once_and_a_flush_does_not_wait_for_the_commit_gap(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = UptimeStore(tmp_path / "uptime.db", clock=clock, commit_gap=60.0)
+    store.open("lb-1")
+    try:
+        store.record(event(1, T0, "server", "app/a1", "unchecked", "up", "checked"))
+        deadline = time.monotonic() + 10
+        while store.recorded < 1:  # the writer was idle: no gap before this commit
+            assert time.monotonic() < deadline, "a lone event waited for the gap"
+            time.sleep(0.01)
+        began = time.monotonic()
+        for n in range(2, 1002):  # within the gap after that commit: one batch
+            store.record(event(n, T0 + n, "server", "app/a1", "?", "down" if n % 2 else "up",
+                               f"change {n}"))
+        assert store.flush(timeout=10)
+        assert time.monotonic() - began < 10
+        assert store.recorded == 1001
+    finally:
+        store.close()
+    got = intervals(store, T0, T0 + 2000)[("server", "app/a1")]
+    assert len(got) == 1001
+    assert all(a.end == b.start for a, b in pairwise(got))
