@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ninelives.cluster.coverage import Coverage
 from ninelives.config import parse_config
 from ninelives.events import Event, EventLog
 from ninelives.uptime import schema
@@ -301,3 +302,54 @@ def test_a_lone_event_commits_at_once_and_a_flush_does_not_wait_for_the_commit_g
     got = intervals(store, T0, T0 + 2000)[("server", "app/a1")]
     assert len(got) == 1001
     assert all(a.end == b.start for a, b in pairwise(got))
+
+
+@pytest.mark.parametrize(("served_since", "expected"), [
+    # Another node served before this one stopped: the whole gap is elsewhere.
+    (T0 + 10, [Interval("elsewhere", T0 + 50, None,
+                        "node not running: stopped; lb-2 served meanwhile")]),
+    # It took over 20 s after the stop: down until then, elsewhere from then.
+    (T0 + 70, [Interval("down", T0 + 50, T0 + 70, "node not running: stopped"),
+               Interval("elsewhere", T0 + 70, None,
+                        "node not running: stopped; lb-2 served meanwhile")]),
+])
+def test_after_a_clean_stop_the_time_another_node_served_is_not_down(
+    tmp_path: Path, clock: Clock, served_since: float, expected: list[Interval]
+) -> None:
+    first = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    first.open("lb-1")
+    first.mark("node", "lb-1", "up", "serving", T0)
+    first.mark("cluster", "cluster", "serving", "lb-1 serves", T0)
+    first.record(event(1, T0, "listener", "web", "closed", "listening", "bound :8080"))
+    first.stop("lb-1", T0 + 50)
+    first.close()
+    clock.now = T0 + 80
+    second = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    resumed = second.open("lb-1", Coverage(served_since, "lb-2"))
+    second.close()
+    assert resumed.served == Coverage(served_since, "lb-2")
+    got = intervals(second, T0, T0 + 100)
+    for key in (("listener", "web"), ("cluster", "cluster")):
+        assert got[key][1:] == expected, key
+    assert got["node", "lb-1"][-1] == Interval("down", T0 + 50, None, "node not running: stopped")
+
+
+def test_after_a_kill_the_time_another_node_served_is_not_down(
+    tmp_path: Path, clock: Clock
+) -> None:
+    first = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    first.open("lb-1")
+    first.mark("node", "lb-1", "up", "serving", T0)
+    first.record(event(1, T0, "listener", "web", "closed", "listening", "bound :8080"))
+    clock.now = T0 + 10
+    first.close()  # without stop(): as if the process was killed after its last commit
+    clock.now = T0 + 30
+    second = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    second.open("lb-1", Coverage(T0 + 90, "lb-2"))  # a peer's clock ahead: from now on
+    second.close()
+    got = intervals(second, T0, T0 + 100)
+    down, elsewhere = got["listener", "web"][1:]
+    assert (down.state, down.start, down.end) == ("down", T0 + 10, T0 + 30)
+    assert (elsewhere.state, elsewhere.start, elsewhere.end) == ("elsewhere", T0 + 30, None)
+    assert elsewhere.reason.endswith("; lb-2 served meanwhile")
+    assert got["node", "lb-1"][-1].state == "down"

@@ -35,12 +35,16 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ninelives.events import Event
 from ninelives.uptime import schema
 from ninelives.uptime.availability import StoredInterval, state_class
 from ninelives.uptime.batch import IntervalWrites
 from ninelives.uptime.schema import DAY, LEVELS, Counts, Key
+
+if TYPE_CHECKING:
+    from ninelives.cluster.coverage import Coverage
 
 log = logging.getLogger("ninelives.uptime")
 
@@ -65,6 +69,10 @@ RETRY_MAX = 30.0  # seconds between attempts while the disk refuses writes
 # reloads) are kept as changes.
 INTERVAL_KINDS = frozenset({"server", "pool", "listener"})
 NOT_RUNNING = "node not running"
+# Entities whose time while the node does not run is counted: down, or ``elsewhere`` when
+# another node of the cluster served meanwhile (then it is not the service's downtime).
+GAP_KINDS = ("node", "listener", "cluster")
+ELSEWHERE = "elsewhere"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +128,16 @@ class Resumed:
     last_alive: float | None  # None: the first start with this store
     clean: bool  # stopped cleanly (True) or killed / crashed (False)
     reason: str  # the reason recorded for the gap; "" on a first start
+    served: Coverage | None = None  # another node of the cluster served meanwhile
 
     def describe(self, now: float) -> str:
         if self.last_alive is None:
             return "uptime history starts now"
         gap = now - self.last_alive
-        return f"not running for {gap:.3f}s since {iso(self.last_alive)}: {self.reason}"
+        text = f"not running for {gap:.3f}s since {iso(self.last_alive)}: {self.reason}"
+        if self.served is not None:
+            text += f"; {self.served.describe()} (from {iso(self.served.since)})"
+        return text
 
 
 def iso(moment: float) -> str:
@@ -164,16 +176,18 @@ class UptimeStore:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def open(self, node: str) -> Resumed:
+    def open(self, node: str, served: Coverage | None = None) -> Resumed:
         """Open (or create) the database, account for the time the node was not running,
-        and start the writer thread. Raises sqlite3.Error / StoreError / OSError."""
+        and start the writer thread. ``served``: another node of the cluster has served
+        since then (its listeners' and the cluster's gap is ``elsewhere`` from then on,
+        not down). Raises sqlite3.Error / StoreError / OSError."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = schema.connect(self.path)
         try:
             schema.create(conn)
             self._conn = conn
             self._load_caches()
-            resumed = self._resume(node)
+            resumed = self._resume(node, served)
         except BaseException:
             conn.close()
             self._conn = None
@@ -182,7 +196,7 @@ class UptimeStore:
         self._thread.start()
         return resumed
 
-    def _resume(self, node: str) -> Resumed:
+    def _resume(self, node: str, served: Coverage | None) -> Resumed:
         conn = self._db()
         now = self.clock()
         heartbeat = schema.get_meta(conn, "heartbeat")
@@ -192,13 +206,17 @@ class UptimeStore:
             resumed = Resumed(None, True, "")
         elif stopped is not None:
             # The "down" intervals were opened when it stopped; they end when it serves.
-            resumed = Resumed(stopped, True, f"{NOT_RUNNING}: stopped")
+            resumed = Resumed(stopped, True, f"{NOT_RUNNING}: stopped", served)
+            if served is not None:
+                self._served_meanwhile(served, now)
         else:
             last = max([heartbeat, *(started for _, started in self._open.values())])
             resumed = Resumed(last, False, f"{NOT_RUNNING}: killed or crashed "
-                                           f"(last heartbeat {iso(heartbeat)})")
+                                           f"(last heartbeat {iso(heartbeat)})", served)
             self._stop_all(node, last, resumed.reason)
-            self._writes.write(conn)
+            if served is not None:
+                self._served_meanwhile(served, now)
+        self._writes.write(conn)
         schema.set_meta(conn, "stopped", None)
         schema.set_meta(conn, "heartbeat", now)
         conn.execute("COMMIT")
@@ -437,11 +455,38 @@ class UptimeStore:
         down = {("node", node)}
         for entity in list(self._open):
             key = self._kinds[entity]
-            if key[0] in ("node", "listener"):
+            if key[0] in GAP_KINDS:
                 down.add(key)
             self._end(entity, at)
         for kind, name in sorted(down):
             self._transition(kind, name, "down", reason, at)
+
+    def _served_meanwhile(self, served: Coverage, now: float) -> None:
+        """Another node has served since ``served.since``: from then on the open "down"
+        intervals of the gap of listeners and the cluster are ``elsewhere`` (not down);
+        the node's own stay down. Runs at open, inside its transaction."""
+        conn = self._db()
+        since = min(served.since, now)  # a peer's clock ahead of ours: from now
+        for entity, (row, started) in list(self._open.items()):
+            kind, name = self._kinds[entity]
+            if kind == "node" or kind not in GAP_KINDS:
+                continue
+            pending = self._writes.new.get(row)
+            if pending is not None:
+                state, reason = str(pending[2]), str(pending[5])
+            else:
+                state, reason = conn.execute(
+                    "SELECT state, reason FROM interval WHERE id = ?", (row,)).fetchone()
+            if state != "down" or not reason.startswith(NOT_RUNNING):
+                continue
+            why = f"{reason}; {served.describe()}"
+            if since > started:
+                self._transition(kind, name, ELSEWHERE, why, since)
+            elif pending is not None:
+                pending[2], pending[5] = ELSEWHERE, why
+            else:
+                conn.execute("UPDATE interval SET state = ?, reason = ? WHERE id = ?",
+                             (ELSEWHERE, why, row))
 
     def _retire(self, item: Retire) -> None:
         for entity in list(self._open):
