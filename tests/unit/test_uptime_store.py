@@ -162,13 +162,21 @@ def test_a_killed_node_is_down_from_its_last_heartbeat_until_it_serves_again(
     assert node.incidents[0].cause == resumed.reason
 
 
-def test_a_clean_stop_is_recorded_as_stopped(tmp_path: Path, clock: Clock) -> None:
-    first = UptimeStore(tmp_path / "uptime.db", clock=clock)
+def first_run(path: Path, clock: Clock, stopped_at: float | None) -> None:
+    """lb-1 serves from T0 (the node, the cluster, listener web), then stops at
+    ``stopped_at``, or is killed (None) after its last commit at ``clock.now``."""
+    first = UptimeStore(path, clock=clock)
     first.open("lb-1")
     first.mark("node", "lb-1", "up", "serving", T0)
+    first.mark("cluster", "cluster", "serving", "lb-1 serves", T0)
     first.record(event(1, T0, "listener", "web", "closed", "listening", "bound :8080"))
-    first.stop("lb-1", T0 + 50)
-    first.close()
+    if stopped_at is not None:
+        first.stop("lb-1", stopped_at)
+    first.close()  # without stop(): as if the process was killed after its last commit
+
+
+def test_a_clean_stop_is_recorded_as_stopped(tmp_path: Path, clock: Clock) -> None:
+    first_run(tmp_path / "uptime.db", clock, stopped_at=T0 + 50)
     clock.now = T0 + 80
     second = UptimeStore(tmp_path / "uptime.db", clock=clock)
     resumed = second.open("lb-1")
@@ -316,13 +324,7 @@ def test_a_lone_event_commits_at_once_and_a_flush_does_not_wait_for_the_commit_g
 def test_after_a_clean_stop_the_time_another_node_served_is_not_down(
     tmp_path: Path, clock: Clock, served_since: float, expected: list[Interval]
 ) -> None:
-    first = UptimeStore(tmp_path / "uptime.db", clock=clock)
-    first.open("lb-1")
-    first.mark("node", "lb-1", "up", "serving", T0)
-    first.mark("cluster", "cluster", "serving", "lb-1 serves", T0)
-    first.record(event(1, T0, "listener", "web", "closed", "listening", "bound :8080"))
-    first.stop("lb-1", T0 + 50)
-    first.close()
+    first_run(tmp_path / "uptime.db", clock, stopped_at=T0 + 50)
     clock.now = T0 + 80
     second = UptimeStore(tmp_path / "uptime.db", clock=clock)
     resumed = second.open("lb-1", Coverage(served_since, "lb-2"))
@@ -337,12 +339,8 @@ def test_after_a_clean_stop_the_time_another_node_served_is_not_down(
 def test_after_a_kill_the_time_another_node_served_is_not_down(
     tmp_path: Path, clock: Clock
 ) -> None:
-    first = UptimeStore(tmp_path / "uptime.db", clock=clock)
-    first.open("lb-1")
-    first.mark("node", "lb-1", "up", "serving", T0)
-    first.record(event(1, T0, "listener", "web", "closed", "listening", "bound :8080"))
     clock.now = T0 + 10
-    first.close()  # without stop(): as if the process was killed after its last commit
+    first_run(tmp_path / "uptime.db", clock, stopped_at=None)
     clock.now = T0 + 30
     second = UptimeStore(tmp_path / "uptime.db", clock=clock)
     second.open("lb-1", Coverage(T0 + 90, "lb-2"))  # a peer's clock ahead: from now on
