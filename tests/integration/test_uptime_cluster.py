@@ -45,10 +45,16 @@ def gap_recorded(node: Node, name: str) -> dict[str, Any]:
     return found
 
 
-def restart_after_kill(harness: Harness, node: Node, config: dict[str, Any]) -> Node:
+def restart_after_kill(
+    harness: Harness, node: Node, config: dict[str, Any], meanwhile: Node | None = None
+) -> Node:
+    """kill -9 ``node``; start it again (once ``meanwhile`` leads, when given)."""
     name = config["node"]["name"]
     up_interval_committed(node, name)
     node.kill()
+    if meanwhile is not None:
+        wait_until(lambda: role(meanwhile) == "leader", timeout=10,
+                   message=f"{meanwhile.name} took the lead")
     return harness.node(config, name)
 
 
@@ -72,8 +78,7 @@ def test_a_gap_another_node_served_is_not_the_listeners_downtime(harness: Harnes
 
     # The leader dies: until lb-2 took the lead nobody served; from then on lb-2 did.
     killed_at = time.time()
-    lb1 = restart_after_kill(harness, lb1, one)
-    wait_until(lambda: role(lb2) == "leader", timeout=10, message="lb-2 took the lead")
+    lb1 = restart_after_kill(harness, lb1, one, meanwhile=lb2)
     data = gap_recorded(lb1, "lb-1")
     (own,) = [i for i in entity(data, "node", "lb-1")["incidents"]
               if i["cause"].startswith(GAP_CAUSE)]
