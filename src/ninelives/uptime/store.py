@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING
 
 from ninelives.events import Event
 from ninelives.uptime import schema
-from ninelives.uptime.availability import StoredInterval, state_class
+from ninelives.uptime.availability import StoredInterval
 from ninelives.uptime.batch import IntervalWrites
+from ninelives.uptime.compaction import housekeep
 from ninelives.uptime.schema import DAY, LEVELS, Counts, Key
 
 if TYPE_CHECKING:
@@ -529,19 +530,9 @@ class UptimeStore:
 
     def _housekeeping(self) -> None:
         conn = self._db()
-        now = self.clock()
-        horizon = now - self.retention
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM interval WHERE ended < ?", (horizon,))
-            conn.execute("DELETE FROM changes WHERE time < ?", (horizon,))
-            for resolution, keep in LEVELS:
-                kept = self.retention if keep is None else min(keep, self.retention)
-                conn.execute(
-                    "DELETE FROM requests WHERE resolution = ? AND bucket < ?",
-                    (resolution, now - kept - resolution),
-                )
-            self.compact(now - COMPACT_AFTER)
+            housekeep(conn, self._kinds, self.clock(), self.retention, COMPACT_AFTER)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -549,47 +540,3 @@ class UptimeStore:
             self._load_caches()
             self.last_error = f"housekeeping: {exc}"
             log.error("uptime store: housekeeping failed: %s", exc)
-
-    def compact(self, cut: float) -> int:
-        """Merge intervals that ended by ``cut`` (and after the last compaction) into the
-        interval before them when that one is of the same class and ends where they
-        begin; return how many rows went. Runs inside the caller's transaction."""
-        conn = self._db()
-        since = schema.get_meta(conn, "compacted") or 0.0
-        if cut <= since:
-            return 0
-        rows = conn.execute(
-            "SELECT id, entity, state, started, ended FROM interval"
-            " WHERE ended > ? AND ended <= ? ORDER BY entity, started",
-            (since, cut),
-        ).fetchall()
-        ends: dict[int, float] = {}  # row -> its new end
-        gone: list[tuple[int]] = []
-        entity_now: int | None = None
-        last: tuple[int, str, float] | None = None  # (row, class, end) of the run so far
-        for row, entity, state, started, ended in rows:
-            kind = self._kinds[entity][0]
-            cls = state_class(kind, state)
-            if entity != entity_now:
-                entity_now = entity
-                # Only an interval that ends where this one starts can take it in: found
-                # by the index on ended.
-                before = conn.execute(
-                    "SELECT id, state, ended FROM interval WHERE ended = ? AND entity = ?"
-                    " AND started < ? ORDER BY started DESC LIMIT 1",
-                    (started, entity, started),
-                ).fetchone()
-                last = None
-                if before is not None and before[2] is not None:
-                    last = (before[0], state_class(kind, before[1]), before[2])
-            if last is not None and last[1] == cls and last[2] == started:
-                last = (last[0], cls, ended)
-                ends[last[0]] = ended
-                gone.append((row,))
-            else:
-                last = (row, cls, ended)
-        conn.executemany("UPDATE interval SET ended = ? WHERE id = ?",
-                         [(end, row) for row, end in ends.items()])
-        conn.executemany("DELETE FROM interval WHERE id = ?", gone)
-        schema.set_meta(conn, "compacted", cut)
-        return len(gone)
