@@ -290,7 +290,8 @@ def test_a_read_is_one_snapshot_while_new_entities_are_recorded(store: UptimeSto
 def test_a_lone_event_commits_at_once_and_a_flush_does_not_wait_for_the_commit_gap(
     tmp_path: Path, clock: Clock
 ) -> None:
-    store = UptimeStore(tmp_path / "uptime.db", clock=clock, commit_gap=60.0)
+    # Every commit is followed by the gap (a burst of one), so the 1,000 wait for it.
+    store = UptimeStore(tmp_path / "uptime.db", clock=clock, commit_gap=60.0, burst=1)
     store.open("lb-1")
     try:
         store.record(event(1, T0, "server", "app/a1", "unchecked", "up", "checked"))
