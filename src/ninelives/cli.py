@@ -198,7 +198,7 @@ def switchover(to: str | None, admin: str | None, token: str | None) -> None:
               "said) instead of --window")
 @click.option("--to", "end", help="with --from: up to this time (default now)")
 @click.option("--kind", multiple=True,
-              type=click.Choice(["node", "listener", "pool", "provider", "server"]),
+              type=click.Choice(["node", "cluster", "listener", "pool", "provider", "server"]),
               help="only entities of this kind (repeatable)")
 @click.option("--incidents", is_flag=True, help="list the incidents (with their causes)")
 @click.option("--format", "fmt", default="table", show_default=True,

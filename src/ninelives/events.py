@@ -4,6 +4,12 @@ Every change of a server's shown state (``up -> down``), of a pool's state (``up
 backup`` when it fails over to a later tier) and of a listener (bound, closed) is one
 :class:`Event`. The :class:`EventLog` logs each one, keeps the most recent in memory for
 ``GET /v1/events`` and hands each to its subscribers (the uptime store records them).
+
+Logging is the one part with a budget: at most :data:`LOG_PER_SECOND` events a second are
+logged, and the number left out is logged with the next line that is. A log line costs
+the event loop about 30 us, so thousands of transitions a second (a pool of hundreds of
+flapping servers) would otherwise cost the data plane a third of its throughput in log
+lines nobody reads; the uptime store still records every one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ log = logging.getLogger("ninelives.events")
 
 Kind = Literal["server", "pool", "listener", "node"]
 KEEP = 1000  # events kept in memory for the API; the uptime store keeps them all
+LOG_PER_SECOND = 100  # events logged in one second of the clock at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +42,32 @@ class Event:
         return asdict(self)
 
 
+@dataclass(slots=True)
+class LogBudget:
+    """Which events are logged: the first ``per_second`` of each second of the clock."""
+
+    per_second: int = LOG_PER_SECOND
+    second: float = -1.0  # the second being counted
+    used: int = 0  # events logged in it
+    skipped: int = 0  # events not logged since the last one that was
+
+    def admit(self, now: float) -> int | None:
+        """None: leave this event out of the log. Else log it, after saying that this many
+        events were left out before it."""
+        second = now // 1
+        if second != self.second:
+            self.second, self.used = second, 0
+        if self.used >= self.per_second:
+            self.skipped += 1
+            return None
+        self.used += 1
+        skipped, self.skipped = self.skipped, 0
+        return skipped
+
+
 class EventLog:
-    """Publishes events: logs them, keeps the last :data:`KEEP`, tells subscribers."""
+    """Publishes events: logs them (within a budget), keeps the last :data:`KEEP`, tells
+    subscribers."""
 
     def __init__(
         self, clock: Callable[[], float] = time.time, keep: int = KEEP
@@ -45,15 +76,22 @@ class EventLog:
         self.recent: deque[Event] = deque(maxlen=keep)
         self.last_id = 0
         self.subscribers: list[Callable[[Event], None]] = []
+        self.log_budget = LogBudget()
 
     def publish(self, kind: Kind, entity: str, old: str, new: str, reason: str) -> Event:
         self.last_id += 1
         event = Event(self.last_id, self.clock(), kind, entity, old, new, reason)
         self.recent.append(event)
-        log.info(
-            "%s %s: %s -> %s (%s)", kind, entity, old, new, reason,
-            extra={"kind": kind, "entity": entity, "old": old, "new": new, "reason": reason},
-        )
+        skipped = self.log_budget.admit(event.time)
+        if skipped is not None:
+            if skipped:
+                log.warning("%d events not logged (more than %d a second); all are in the "
+                            "uptime history", skipped, self.log_budget.per_second)
+            log.info(
+                "%s %s: %s -> %s (%s)", kind, entity, old, new, reason,
+                extra={"kind": kind, "entity": entity, "old": old, "new": new,
+                       "reason": reason},
+            )
         for subscriber in self.subscribers:
             try:
                 subscriber(event)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ninelives import __version__, runtime_state
 from ninelives.cluster.coordinator import CoordinatorError, Member
+from ninelives.cluster.coverage import Coverage, peers_at_start, served_from
 from ninelives.cluster.ha import HaLoop, SwitchoverError, start_cluster
 from ninelives.cluster.shared import SharedState
 from ninelives.config import Config, ConfigError, ReloadError, load_config
@@ -80,7 +81,11 @@ class Node:
     async def start(self) -> str:
         """Check every server once, bind every listener and the admin API; return the
         readiness line (the caller prints it)."""
-        self.uptime = UptimeRecorder.open(self.config, self.events)
+        served: Coverage | None = None
+        if self.config.cluster is not None:  # did another node serve while this one was down?
+            members = await peers_at_start(self.config.cluster, self.name)
+            served = served_from(members, self.name, self.config.cluster.mode)
+        self.uptime = UptimeRecorder.open(self.config, self.events, served)
         self.slo = SloWatch(self.uptime.store, lambda: self.config)
         self.events.subscribers.append(self.slo.on_event)
         cluster = self.config.cluster

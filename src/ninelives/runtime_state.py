@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ninelives.pool import AdminState, Pool
+from ninelives.state_file import write_json
 
 log = logging.getLogger("ninelives.state")
 
@@ -39,13 +39,7 @@ def snapshot(pools: Iterable[Pool]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def save(path: Path, pools: Iterable[Pool]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as handle:
-        json.dump({"version": 1, "servers": snapshot(pools)}, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_json(path, {"version": 1, "servers": snapshot(pools)})
 
 
 def restore(path: Path, pools: dict[str, Pool]) -> list[str]:

@@ -138,3 +138,60 @@ def test_an_outage_pages_and_the_webhooks_arrive_after_a_refusal(
     assert 'ninelives_slo_target{slo="web-requests"} 0.99' in metrics
     assert 'ninelives_slo_burn_rate{slo="web-requests",window="5m"}' in metrics
     assert 'ninelives_slo_error_budget_left_ratio{slo="app-time"}' in metrics
+
+
+def test_alert_state_survives_a_restart(harness: Harness) -> None:
+    """A page still firing after a restart is not sent again as new; one that no longer
+    fires when the node is back is sent as resolved. (It stops firing here because the
+    SLO's target is lowered while the node is down: burn-rate windows take 5 minutes
+    to clear.)"""
+    receiver = Receiver(refuse=0)
+    try:
+        (a1,) = harness.backends("a1")
+        config = one_pool_config([a1])
+        slo = {"name": "web-requests", "listener": "web", "target": "99%", "min_requests": 10}
+        config["uptime"] = {"slos": [slo], "webhooks": [receiver.url]}
+        node = harness.node(config)
+        assert sum(count_backends(node.addr(), 20).values()) == 20
+        a1.kill()
+        wait_until(lambda: node.status()["pools"][0]["state"] == "down", timeout=10,
+                   message="the pool down")
+        with HttpClient(node.addr()) as client:
+            assert {client.request("GET", "/").status for _ in range(30)} == {503}
+        page = {"type": "alert", "slo": "web-requests", "severity": "page"}
+        wait_until(lambda: receiver.find(**page, state="firing"), timeout=40, interval=0.2,
+                   message="the page alert webhook")
+        assert node.stop() == 0
+
+        def alerts() -> list[tuple[str, str]]:
+            with receiver.lock:
+                return [(b["severity"], b["state"]) for b in receiver.accepted
+                        if b["type"] == "alert"]
+
+        before = alerts()  # the page fired; the ticket (1x over 3 d / 6 h) may have too
+
+        restarted = harness.node(config)
+
+        def evaluated_and_sent() -> bool:
+            metrics = restarted.admin_request("GET", "/metrics", token=None).body.decode()
+            if 'ninelives_slo_alert_firing{severity="page",slo="web-requests"} 1.0' not in metrics:
+                return False
+            slo_report = restarted.admin_request("GET", "/v1/slo", token=None).json()
+            return all(hook["waiting"] == 0 for hook in slo_report["webhooks"])
+
+        wait_until(evaluated_and_sent, timeout=20, interval=0.1,
+                   message="the restarted node's first evaluation, its webhooks sent")
+        assert alerts() == before  # nothing sent again as new
+        assert restarted.stop() == 0
+
+        config["uptime"]["slos"] = [{**slo, "target": "10%"}]  # no longer burning
+        again = harness.node(config)
+        resolved = wait_until(lambda: receiver.find(**page, state="resolved"), timeout=20,
+                              interval=0.1, message="the resolved webhook")
+        assert resolved["node"] == "lb-test" and resolved["target"] == 0.1, resolved
+        assert again.stop() == 0
+        after = alerts()[len(before):]
+        assert ("page", "resolved") in after and ("page", "firing") not in after, after
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()

@@ -25,7 +25,8 @@ def main() -> None:
         sys.stdout.write(f"committed {count}\n")
         sys.stdout.flush()
 
-    store = UptimeStore(path, on_commit=committed)
+    # No gap between commits: many transactions of every size for the kills to land in.
+    store = UptimeStore(path, on_commit=committed, commit_gap=0.0)
     store.open("writer")
     sys.stdout.write("ready\n")
     sys.stdout.flush()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from ninelives.config import parse_config
-from ninelives.events import Event, EventLog
+from ninelives.events import Event, EventLog, LogBudget
 from ninelives.pool import AdminState, Pool
 from ninelives.states import Signal
 
@@ -109,3 +113,34 @@ def test_reconfigure_keeps_servers_with_their_state_and_operator_weights() -> No
     b1 = pool.by_name["b1"]
     assert [s.name for s in removed] == ["b1"] and removed[0] is not b1
     assert b1.state == "unchecked" and str(b1.address) == "127.0.0.1:9201"
+
+
+def test_the_log_budget_logs_the_first_of_each_second_and_counts_the_rest() -> None:
+    budget = LogBudget(per_second=2)
+    assert [budget.admit(t) for t in (10.0, 10.1, 10.2, 10.9)] == [0, 0, None, None]
+    assert budget.admit(11.0) == 2  # the first of the next second says two were left out
+    assert budget.admit(11.5) == 0
+    assert budget.admit(11.6) is None
+
+
+def test_events_beyond_the_budget_still_reach_subscribers_and_the_api(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [100.0]
+    log = EventLog(clock=lambda: clock[0])
+    log.log_budget.per_second = 3
+    got: list[int] = []
+    log.subscribers.append(lambda e: got.append(e.id))
+    with caplog.at_level(logging.INFO, logger="ninelives.events"):
+        for i in range(10):
+            log.publish("server", f"app/s{i}", "up", "down", "2 checks failed")
+        clock[0] = 101.0
+        log.publish("server", "app/s0", "down", "up", "2 checks passed")
+    assert got == list(range(1, 12))
+    assert len(log.since(0)) == 11
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:3] == [f"server app/s{i}: up -> down (2 checks failed)" for i in range(3)]
+    assert messages[3] == ("7 events not logged (more than 3 a second); all are in the "
+                           "uptime history")
+    assert messages[4] == "server app/s0: down -> up (2 checks passed)"
+    assert len(messages) == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,7 +22,8 @@ from ninelives.uptime.slo import (
     burn_rate,
     evaluate,
 )
-from ninelives.uptime.slo_report import measure, status_json
+from ninelives.uptime.slo_report import measure, planned_requests, slo_statuses, status_json
+from ninelives.uptime.store import UptimeStore
 
 T0 = 1_750_000_000.0  # the outage begins (UTC, 2025-06-15 15:06:40)
 RATE = 10.0  # requests per second, steadily
@@ -208,3 +210,28 @@ def test_an_alert_of_an_slo_removed_from_the_config_resolves() -> None:
     assert [(c.slo, c.severity, c.firing, c.at, c.reason) for c in changes] == [
         ("web", "page", False, T0 + 10, "the SLO is no longer configured"),
         ("web", "ticket", False, T0 + 10, "the SLO is no longer configured")]
+
+
+def test_requests_inside_a_maintenance_window_are_not_counted(tmp_path: Path) -> None:
+    """With a real store: 500 failed requests inside a one-off window on the pool, 1,000
+    good ones after it; the listener's request SLO sees only the 1,000."""
+    store = UptimeStore(tmp_path / "uptime.db", clock=lambda: T0)
+    store.open("lb-1")
+    try:
+        store.add_counts(T0 - 3000, [("listener", "web", (0, 0, 0, 0, 0, 500))])
+        store.add_counts(T0 - 600, [("listener", "web", (0, 0, 1000, 0, 0, 0))])
+        assert store.flush()
+        once = datetime.fromtimestamp(T0 - 3600, ZoneInfo("UTC")).replace(tzinfo=None)
+        upgrade = MaintenanceRule(("pool", "app"), 1800.0, ZoneInfo("UTC"), "upgrade",
+                                  once=once)
+        (plain,) = slo_statuses(store, [WEB], {"web": "app"}, [], T0)
+        (planned,) = slo_statuses(store, [WEB], {"web": "app"}, [upgrade], T0)
+    finally:
+        store.close()
+    assert (plain.sli.good, plain.sli.valid) == (1000, 1500)
+    assert ("ticket", True) in [(a[0], a[1]) for a in plain.alerts]  # 333x over 3 d and 6 h
+    assert (planned.sli.good, planned.sli.valid) == (1000, 1000)
+    assert not any(firing for _, firing, _ in planned.alerts)
+    assert planned.budget_left_ratio == 1.0
+    assert planned_requests(store, WEB, {"web": "app"}, [upgrade], T0)[HOUR] == (
+        0, 0, 0, 0, 0, 500)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ninelives.metrics import SloCollector
+from ninelives.state_file import write_json
 from ninelives.uptime.slo import DAY, Objective, Sli, evaluate
+from ninelives.uptime.watch import ALERTS_FILE, firing_json, load_firing
 from ninelives.uptime.webhooks import QUEUE_SIZE, Webhooks
 
 WEB = Objective("web", ("listener", "web"), 0.999, 30 * DAY)
@@ -59,3 +62,15 @@ def test_a_full_queue_drops_and_counts_and_sending_never_waits() -> None:
     assert target.failures == 1 and target.delivered == 0
     assert "ConnectError" in target.last_error
     assert hooks.status()[0]["waiting"] == QUEUE_SIZE - 1
+
+
+def test_the_alerts_firing_are_kept_in_a_file_and_a_bad_file_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "state" / ALERTS_FILE
+    assert load_firing(path) == {}
+    write_json(path, firing_json({("web", "page"): True, ("web", "ticket"): False,
+                                  ("api", "ticket"): True}))
+    assert load_firing(path) == {("api", "ticket"): True, ("web", "page"): True}
+    path.write_text('{"version": 1, "firing": [{"slo": "web", "severity": "sms"}]}')
+    assert load_firing(path) == {}
+    path.write_text("{not json")
+    assert load_firing(path) == {}

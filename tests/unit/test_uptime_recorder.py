@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ninelives.config import parse_config
 from ninelives.uptime.recorder import UptimeRecorder, counters, topology
 from ninelives.uptime.store import UptimeStore
 
@@ -36,6 +37,9 @@ class FakeNode:
     name: str
     pools: dict[str, Any]
     listeners: list[Any]
+    config: Any = field(default_factory=lambda: parse_config(
+        "listeners: [{name: web, bind: 127.0.0.1:0, pool: app}]\n"
+        "pools: {app: {servers: [{name: a1, address: 127.0.0.1:9001}]}}\n"))
 
 
 def make_node() -> FakeNode:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from ninelives.cluster.coverage import Coverage
 from ninelives.config import parse_config
 from ninelives.events import Event, EventLog
 from ninelives.uptime import schema
@@ -160,13 +162,21 @@ def test_a_killed_node_is_down_from_its_last_heartbeat_until_it_serves_again(
     assert node.incidents[0].cause == resumed.reason
 
 
-def test_a_clean_stop_is_recorded_as_stopped(tmp_path: Path, clock: Clock) -> None:
-    first = UptimeStore(tmp_path / "uptime.db", clock=clock)
+def first_run(path: Path, clock: Clock, stopped_at: float | None) -> None:
+    """lb-1 serves from T0 (the node, the cluster, listener web), then stops at
+    ``stopped_at``, or is killed (None) after its last commit at ``clock.now``."""
+    first = UptimeStore(path, clock=clock)
     first.open("lb-1")
     first.mark("node", "lb-1", "up", "serving", T0)
+    first.mark("cluster", "cluster", "serving", "lb-1 serves", T0)
     first.record(event(1, T0, "listener", "web", "closed", "listening", "bound :8080"))
-    first.stop("lb-1", T0 + 50)
-    first.close()
+    if stopped_at is not None:
+        first.stop("lb-1", stopped_at)
+    first.close()  # without stop(): as if the process was killed after its last commit
+
+
+def test_a_clean_stop_is_recorded_as_stopped(tmp_path: Path, clock: Clock) -> None:
+    first_run(tmp_path / "uptime.db", clock, stopped_at=T0 + 50)
     clock.now = T0 + 80
     second = UptimeStore(tmp_path / "uptime.db", clock=clock)
     resumed = second.open("lb-1")
@@ -275,3 +285,70 @@ def test_a_read_is_one_snapshot_while_new_entities_are_recorded(store: UptimeSto
             assert all(kind == "server" for kind, _ in intervals_now)
     assert store.flush()
     assert len(store.read(T0 - 1, T0 + 10_000, T0 + 10_000)[0]) == 3000
+
+
+def test_a_lone_event_commits_at_once_and_a_flush_does_not_wait_for_the_commit_gap(
+    tmp_path: Path, clock: Clock
+) -> None:
+    # Every commit is followed by the gap (a burst of one), so the 1,000 wait for it.
+    store = UptimeStore(tmp_path / "uptime.db", clock=clock, commit_gap=60.0, burst=1)
+    store.open("lb-1")
+    try:
+        store.record(event(1, T0, "server", "app/a1", "unchecked", "up", "checked"))
+        deadline = time.monotonic() + 10
+        while store.recorded < 1:  # the writer was idle: no gap before this commit
+            assert time.monotonic() < deadline, "a lone event waited for the gap"
+            time.sleep(0.01)
+        began = time.monotonic()
+        for n in range(2, 1002):  # within the gap after that commit: one batch
+            store.record(event(n, T0 + n, "server", "app/a1", "?", "down" if n % 2 else "up",
+                               f"change {n}"))
+        assert store.flush(timeout=10)
+        assert time.monotonic() - began < 10
+        assert store.recorded == 1001
+    finally:
+        store.close()
+    got = intervals(store, T0, T0 + 2000)[("server", "app/a1")]
+    assert len(got) == 1001
+    assert all(a.end == b.start for a, b in pairwise(got))
+
+
+@pytest.mark.parametrize(("served_since", "expected"), [
+    # Another node served before this one stopped: the whole gap is elsewhere.
+    (T0 + 10, [Interval("elsewhere", T0 + 50, None,
+                        "node not running: stopped; lb-2 served meanwhile")]),
+    # It took over 20 s after the stop: down until then, elsewhere from then.
+    (T0 + 70, [Interval("down", T0 + 50, T0 + 70, "node not running: stopped"),
+               Interval("elsewhere", T0 + 70, None,
+                        "node not running: stopped; lb-2 served meanwhile")]),
+])
+def test_after_a_clean_stop_the_time_another_node_served_is_not_down(
+    tmp_path: Path, clock: Clock, served_since: float, expected: list[Interval]
+) -> None:
+    first_run(tmp_path / "uptime.db", clock, stopped_at=T0 + 50)
+    clock.now = T0 + 80
+    second = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    resumed = second.open("lb-1", Coverage(served_since, "lb-2"))
+    second.close()
+    assert resumed.served == Coverage(served_since, "lb-2")
+    got = intervals(second, T0, T0 + 100)
+    for key in (("listener", "web"), ("cluster", "cluster")):
+        assert got[key][1:] == expected, key
+    assert got["node", "lb-1"][-1] == Interval("down", T0 + 50, None, "node not running: stopped")
+
+
+def test_after_a_kill_the_time_another_node_served_is_not_down(
+    tmp_path: Path, clock: Clock
+) -> None:
+    clock.now = T0 + 10
+    first_run(tmp_path / "uptime.db", clock, stopped_at=None)
+    clock.now = T0 + 30
+    second = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    second.open("lb-1", Coverage(T0 + 90, "lb-2"))  # a peer's clock ahead: from now on
+    second.close()
+    got = intervals(second, T0, T0 + 100)
+    down, elsewhere = got["listener", "web"][1:]
+    assert (down.state, down.start, down.end) == ("down", T0 + 10, T0 + 30)
+    assert (elsewhere.state, elsewhere.start, elsewhere.end) == ("elsewhere", T0 + 30, None)
+    assert elsewhere.reason.endswith("; lb-2 served meanwhile")
+    assert got["node", "lb-1"][-1].state == "down"

@@ -6,7 +6,8 @@ so a 30-day window is computed in milliseconds in a test.
 Every state of an entity falls in one class (:func:`state_class`):
 
 - ``up``: in service (a server ``up`` or ``falling``, a pool ``up`` or on ``backup``, a
-  listener ``listening``, a node ``up``);
+  listener ``listening``, a node ``up``; a listener or the cluster ``elsewhere``: the node
+  was not running but another node of the cluster served);
 - ``down``: not in service, against the operator's will (``down``, ``rising``, ``ejected``;
   a pool with no server; a listener or node while the node was not running);
 - ``planned``: out of service because an operator said so (``drain``, ``maint``): neither up
@@ -43,8 +44,10 @@ CLASSES: dict[str, dict[str, Class]] = {
     },
     "pool": {"up": "up", "backup": "up", "down": "down", "unchecked": "unknown",
              "removed": "unknown"},
-    "listener": {"listening": "up", "down": "down", "closed": "unknown"},
+    # elsewhere: the node was not running but another node of the cluster served.
+    "listener": {"listening": "up", "elsewhere": "up", "down": "down", "closed": "unknown"},
     "node": {"up": "up", "down": "down"},
+    "cluster": {"serving": "up", "elsewhere": "up", "down": "down"},
 }
 
 

@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ninelives.uptime.report import Topology
+from ninelives.uptime.report import CLUSTER, Topology
 from ninelives.uptime.schema import Counts, Key, StoreError
 from ninelives.uptime.store import FILE_NAME, UptimeStore
 
 if TYPE_CHECKING:
+    from ninelives.cluster.coverage import Coverage
     from ninelives.config import Config
     from ninelives.events import EventLog
     from ninelives.listener import ListenerStats
@@ -42,10 +43,12 @@ RETIRED_KINDS = ("server", "pool", "listener", "node")
 
 
 class Served(Protocol):
-    """What the recorder reads of a node: its name, listeners and pools."""
+    """What the recorder reads of a node: its name, config, listeners and pools."""
 
     @property
     def name(self) -> str: ...
+    @property
+    def config(self) -> Config: ...
     @property
     def pools(self) -> Mapping[str, Pool]: ...
     @property
@@ -62,11 +65,15 @@ class UptimeRecorder:
         self._last: dict[Key, Counts] = {}
 
     @classmethod
-    def open(cls, config: Config, events: EventLog) -> UptimeRecorder:
+    def open(
+        cls, config: Config, events: EventLog, served: Coverage | None = None
+    ) -> UptimeRecorder:
+        """``served``: another node of the cluster has served since (see
+        :mod:`ninelives.cluster.coverage`)."""
         path = config.node.state_dir / FILE_NAME
         store = UptimeStore(path, config.uptime.retention)
         try:
-            resumed = store.open(config.node.name)
+            resumed = store.open(config.node.name, served)
         except (sqlite3.Error, StoreError, OSError) as exc:
             log.error("uptime history is off: cannot use %s: %s", path, exc)
             return cls(None, f"cannot use {path}: {exc}")
@@ -80,7 +87,10 @@ class UptimeRecorder:
         """The node serves: it is up, and the sampler starts."""
         if self.store is None:
             return
-        self.store.mark("node", node.name, "up", "serving: every listener bound", self.clock())
+        now = self.clock()
+        self.store.mark("node", node.name, "up", "serving: every listener bound", now)
+        if node.config.cluster is not None:
+            self.store.mark("cluster", CLUSTER, "serving", f"{node.name} serves", now)
         self.node_name = node.name
         self.reconfigured(node)
         self.sampler = asyncio.get_running_loop().create_task(self._sample_every(node))
@@ -167,6 +177,7 @@ def _counts(values: list[int]) -> Counts:
 def topology(node: Served) -> Topology:
     return Topology(
         node=node.name,
+        clustered=node.config.cluster is not None,
         listeners=tuple((stats.name, stats.pool_name) for stats in node.listeners),
         pools=tuple(
             (name, tuple((server.name, server.provider) for server in pool.servers))
@@ -180,6 +191,7 @@ def configured(config: Config) -> Topology:
     (for reading its history without it)."""
     return Topology(
         node=config.node.name,
+        clustered=config.cluster is not None,
         listeners=tuple((listener.name, listener.pool) for listener in config.listeners),
         pools=tuple(
             (name, tuple((server.name, tier.provider) for tier in pool.tier_list()

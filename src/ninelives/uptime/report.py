@@ -6,6 +6,8 @@ reads the store for it and is what ``GET /v1/uptime`` runs in a worker thread.
 Entities, and what their timeline is:
 
 - ``node``: the node itself, up while it runs (its gaps are recorded as down);
+- ``cluster`` (with a ``cluster:`` section): up while this node serves, or while it did
+  not run but another node of the cluster served (``elsewhere``);
 - ``listener``: in series with its pool (a client is served only while the node runs, the
   listener is bound and its pool has a server), so its cause says which part failed;
 - ``pool``: up while it has an available server (``backup`` counts as up);
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
     from ninelives.uptime.store import UptimeStore
 
 DEFAULT_WINDOW = "30d"
-KINDS = ("node", "listener", "pool", "provider", "server")
+KINDS = ("node", "cluster", "listener", "pool", "provider", "server")
+CLUSTER = "cluster"  # the name of the cluster entity (one per node's history)
 _YEARS_WEEKS = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(y|w)\s*")
 
 
@@ -56,9 +59,12 @@ class Topology:
     node: str
     listeners: tuple[tuple[str, str], ...]  # (listener, pool)
     pools: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (pool, ((server, provider)))
+    clustered: bool = False  # a cluster: section: the cluster entity is reported
 
     def keys(self) -> set[Key]:
         out = {("node", self.node)}
+        if self.clustered:
+            out.add(("cluster", CLUSTER))
         out.update(("listener", name) for name, _ in self.listeners)
         for pool, servers in self.pools:
             out.add(("pool", pool))
@@ -158,6 +164,8 @@ def build_report(
             "entity", name))), now, extra, configured))
 
     add("node", topology.node, None, own("node", topology.node), {})
+    if topology.clustered:
+        add("cluster", CLUSTER, None, own("cluster", CLUSTER), {})
     for listener, pool in topology.listeners:
         segments = combine(
             [("", own("listener", listener)), (f"pool {pool}: ", own("pool", pool))], "series"

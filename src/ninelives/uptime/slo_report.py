@@ -3,8 +3,10 @@
 :func:`measure` is pure (rows in, SLIs out); :func:`slo_statuses` reads the store for it
 and runs in a worker thread. A request-based SLI adds up the request buckets of its
 listener or pool over each window (exact to 10 s for the last two hours, where the short
-burn-rate windows are); a time-based one accounts its timeline like ``GET /v1/uptime``
-(a listener in series with its pool), with planned maintenance taken out.
+burn-rate windows are), less the requests inside its maintenance windows (read the same
+way: exact to the finest buckets kept at that age, 10 s, 5 min, then an hour); a
+time-based one accounts its timeline like ``GET /v1/uptime`` (a listener in series with
+its pool), with planned maintenance taken out.
 """
 
 from __future__ import annotations
@@ -22,12 +24,21 @@ if TYPE_CHECKING:
     from ninelives.uptime.store import UptimeStore
 
 
-def request_sli(counts: Counts | None) -> Sli:
-    """Good: answered, and not with a 5xx. Valid: every request."""
+def request_sli(counts: Counts | None, planned: Counts | None = None) -> Sli:
+    """Good: answered, and not with a 5xx. Valid: every request, but those ``planned``
+    (inside maintenance windows)."""
     if not counts:
         return Sli(0.0, 0.0)
+    if planned:
+        counts = without(counts, planned)
     total = float(sum(counts))
     return Sli(total - counts[0] - counts[5], total)
+
+
+def without(counts: Counts, part: Counts) -> Counts:
+    """``counts`` less ``part``, never below 0 (a window's edges are read at coarser
+    buckets than a span's inside it may be)."""
+    return tuple(max(0, c - p) for c, p in zip(counts, part, strict=True))  # type: ignore[return-value]
 
 
 def entity_timeline(
@@ -61,9 +72,11 @@ def measure(
     requests: Mapping[float, Mapping[Key, Counts]],
     rules: Sequence[MaintenanceRule],
     now: float,
+    planned: Mapping[float, Counts] | None = None,
 ) -> SloStatus:
     """Evaluate ``objective`` at ``now``: ``requests`` has the counts over each of its
-    windows (by window length), ``intervals`` every interval of its longest window."""
+    windows (by window length), ``planned`` its entity's counts inside its maintenance
+    windows within each, ``intervals`` every interval of its longest window."""
     windows = objective.windows()
     longest = max(windows)
     spans = maintenance_spans(objective, listeners, rules, now - longest, now)
@@ -71,7 +84,8 @@ def measure(
     measured: dict[float, Sli] = {}
     if objective.kind == "requests":
         for window in windows:
-            measured[window] = request_sli(requests.get(window, {}).get(objective.entity))
+            measured[window] = request_sli(requests.get(window, {}).get(objective.entity),
+                                           (planned or {}).get(window))
     else:
         segments = entity_timeline(objective.entity, listeners, intervals, now)
         for window in windows:
@@ -95,7 +109,36 @@ def slo_statuses(
         only = {o.entity for o in timed}
         only |= {("pool", listeners[n]) for k, n in only if k == "listener" and n in listeners}
         intervals = store.intervals(now - max(w for o in timed for w in o.windows()), now, only)
-    return [measure(o, listeners, intervals, requests, rules, now) for o in objectives]
+    return [measure(o, listeners, intervals, requests, rules, now,
+                    planned_requests(store, o, listeners, rules, now) if o.kind == "requests"
+                    else None)
+            for o in objectives]
+
+
+def planned_requests(
+    store: UptimeStore, objective: Objective, listeners: Mapping[str, str],
+    rules: Sequence[MaintenanceRule], now: float,
+) -> dict[float, Counts]:
+    """The requests of ``objective``'s entity inside its maintenance windows, within each
+    of its windows (by window length); {} without maintenance. Reads the store."""
+    windows = objective.windows()
+    spans = maintenance_spans(objective, listeners, rules, now - max(windows), now)
+    read: dict[Span, Counts] = {}
+    out: dict[float, Counts] = {}
+    for window in windows:
+        total = [0] * 6
+        for begin, end in spans:
+            part = (max(begin, now - window), min(end, now))
+            if part[1] <= part[0]:
+                continue
+            if part not in read:
+                read[part] = store.requests(part[0], part[1], now).get(
+                    objective.entity, (0, 0, 0, 0, 0, 0))
+            for k, n in enumerate(read[part]):
+                total[k] += n
+        if any(total):
+            out[window] = (total[0], total[1], total[2], total[3], total[4], total[5])
+    return out
 
 
 def _number(value: float | None, digits: int = 6) -> float | None:

@@ -11,22 +11,27 @@ starts or ends. The thin shell around :mod:`ninelives.uptime.slo` (the decisions
   transition as its cause; the transition out of down ends it. Servers' own outages are
   in ``GET /v1/uptime`` but not sent: a pool absorbs them, and a flapping server must not
   flood a chat channel.
-- The alerts firing are kept in memory: after a restart an alert still burning fires
-  again (once), which is what an on-call person wants from a node that was down.
+- The alerts firing are kept in ``state_dir/slo-alerts.json`` (rewritten atomically when
+  one fires or resolves) and read at start: after a restart an alert still burning is not
+  sent again as new, and one that stopped burning while the node was down is sent as
+  resolved at the first evaluation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
 
+from ninelives.state_file import write_json
 from ninelives.uptime.availability import state_class
 from ninelives.uptime.recorder import Served, topology
-from ninelives.uptime.slo import AlertChange, AlertKey, SloStatus, alert_changes
+from ninelives.uptime.slo import AlertChange, AlertKey, Severity, SloStatus, alert_changes
 from ninelives.uptime.slo_report import slo_statuses
 from ninelives.uptime.webhooks import Webhooks
 
@@ -39,6 +44,7 @@ log = logging.getLogger("ninelives.uptime.slo")
 
 EVALUATE_EVERY = 10.0  # seconds; the finest request buckets are 10 s
 INCIDENT_KINDS = ("listener", "pool")
+ALERTS_FILE = "slo-alerts.json"
 
 
 class SloWatch:
@@ -54,8 +60,16 @@ class SloWatch:
         self.firing: dict[AlertKey, bool] = {}
         self.last_error = ""
         self.task: asyncio.Task[None] | None = None
+        self.alerts_path: Path | None = None  # where the alerts firing are kept
 
     def start(self, node: Served) -> None:
+        """Read the alerts that were firing when the node last ran, then evaluate every
+        :data:`EVALUATE_EVERY` seconds."""
+        self.alerts_path = node.config.node.state_dir / ALERTS_FILE
+        self.firing = load_firing(self.alerts_path)
+        if self.firing:
+            log.info("SLO alerts firing when the node last ran: %s", ", ".join(
+                f"{slo} {severity}" for slo, severity in sorted(self.firing)))
         self.task = asyncio.get_running_loop().create_task(self._every(node))
 
     async def close(self) -> None:
@@ -77,13 +91,18 @@ class SloWatch:
         """Evaluate every SLO now and send the alerts that changed (one at a time: the
         periodic task is the only caller)."""
         statuses = await self.measure(node)
-        self.latest = statuses
         self.firing, changes = alert_changes(self.firing, statuses, self.clock())
+        if changes and self.alerts_path is not None:
+            try:
+                await asyncio.to_thread(write_json, self.alerts_path, firing_json(self.firing))
+            except OSError as exc:  # the alerts are still sent; a restart may repeat them
+                log.error("could not keep the SLO alerts in %s: %s", self.alerts_path, exc)
         by_name = {s.objective.name: s for s in statuses}
         for change in changes:
             log.warning("SLO %s: %s alert %s: %s", change.slo, change.severity,
                         "firing" if change.firing else "resolved", change.reason)
             self.webhooks.send(alert_payload(change, by_name.get(change.slo), node.name))
+        self.latest = statuses  # shown once its alerts are on their way
         return statuses
 
     async def _every(self, node: Served) -> None:
@@ -124,6 +143,30 @@ class SloWatch:
     def status(self) -> dict[str, Any]:
         return {"webhooks": self.webhooks.status(), "webhooks_dropped": self.webhooks.dropped,
                 "error": self.last_error or None}
+
+
+def firing_json(firing: Mapping[AlertKey, bool]) -> dict[str, Any]:
+    return {"version": 1, "firing": [{"slo": slo, "severity": severity}
+                                     for (slo, severity), on in sorted(firing.items()) if on]}
+
+
+def load_firing(path: Path) -> dict[AlertKey, bool]:
+    """The alerts kept as firing in ``path``; none if there is no such file. A file that
+    cannot be read is logged and ignored: the alerts then fire again as new."""
+    try:
+        data = json.loads(path.read_text())
+        return {(str(a["slo"]), _severity(a["severity"])): True for a in data["firing"]}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable SLO alert state %s: %s", path, exc)
+        return {}
+
+
+def _severity(value: Any) -> Severity:
+    if value not in get_args(Severity):
+        raise ValueError(f"unknown severity {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def alert_payload(change: AlertChange, status: SloStatus | None, node: str) -> dict[str, Any]:

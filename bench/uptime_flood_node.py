@@ -1,0 +1,96 @@
+"""``ninelives run`` with a bench-only hook: server transitions published on demand.
+
+Not a test, and not part of ninelives. ``bench/uptime_load_bench.py`` starts it instead
+of ``ninelives run``. Once the node serves, SIGUSR1 starts publishing state transitions of
+the servers of the pool ``flappers`` on the node's own event log at ``--rate`` a second
+(``up -> down -> up``, as a server failing and passing its checks would), and SIGUSR2 stops
+it. Each goes the way a real transition goes: ``EventLog.publish`` (logged, kept for
+``/v1/events``, handed to the subscribers: the uptime store's, which enqueues it, and the
+SLO watch's), then the store's writer thread commits it. Only the health checks that
+would have caused them are left out, so what is measured is the recording.
+
+    python bench/uptime_flood_node.py CONFIG [--rate 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from ninelives import node as node_module
+from ninelives.cli import main as cli_main
+from ninelives.events import EventLog
+
+FLAPPERS = "flappers"
+TICK = 0.01  # seconds between two bursts of transitions
+
+
+class Flood:
+    """Publishes ``rate`` transitions a second while on, catching up after a late tick."""
+
+    def __init__(self, events: EventLog, servers: list[str], rate: float) -> None:
+        self.events = events
+        self.servers = servers
+        self.rate = rate
+        self.up = dict.fromkeys(servers, True)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        began, sent, turn = loop.time(), 0, 0
+        servers, count = self.servers, len(self.servers)
+        while True:
+            await asyncio.sleep(TICK)
+            due = int((loop.time() - began) * self.rate)
+            for _ in range(due - sent):
+                name = servers[turn % count]
+                turn += 1
+                was = self.up[name]
+                self.up[name] = not was
+                old, new = ("up", "down") if was else ("down", "up")
+                reason = "2 checks failed: connect refused" if was else "2 checks passed"
+                self.events.publish("server", f"{FLAPPERS}/{name}", old, new, reason)
+            sent = due
+
+
+def install(rate: float, publish_only: bool) -> None:
+    start = node_module.Node.start
+
+    async def start_with_flood(self: node_module.Node) -> str:
+        line = await start(self)
+        servers = [server.name for server in self.pools[FLAPPERS].servers]
+        if publish_only and self.uptime.store is not None:  # to tell the two costs apart
+            self.events.subscribers.remove(self.uptime.store.record)
+        flood = Flood(self.events, servers, rate)
+        self.loop.add_signal_handler(signal.SIGUSR1, flood.start)
+        self.loop.add_signal_handler(signal.SIGUSR2, flood.stop)
+        return line
+
+    node_module.Node.start = start_with_flood  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--rate", type=float, default=10_000.0)
+    parser.add_argument("--publish-only", action="store_true",
+                        help="publish the transitions but do not record them")
+    args = parser.parse_args()
+    install(args.rate, args.publish_only)
+    sys.exit(cli_main(["run", str(args.config)]))
+
+
+if __name__ == "__main__":
+    main()
