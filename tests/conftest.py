@@ -14,7 +14,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.support.netlab import Lab  # noqa: E402
+from tests.support.netlab import Lab, built_lab  # noqa: E402
 from tests.support.node import Harness, Process  # noqa: E402
 
 HARNESS = pytest.StashKey[Harness]()
@@ -53,10 +53,5 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[Harness
 @pytest.fixture
 def lab() -> Generator[Lab, None, None]:
     """Namespaces on a bridge (tests/support/netlab.py), removed at the end, also on failure."""
-    made = Lab()
-    try:
-        made.build()
+    with built_lab() as made:
         yield made
-    finally:
-        left = made.destroy()
-        assert not left, f"could not remove namespaces {left}"

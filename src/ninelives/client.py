@@ -211,10 +211,12 @@ def _cluster_table(cluster: dict[str, Any]) -> Table:
     if isinstance(vip, dict):
         held = "held here" if vip.get("held") else "not held here"
         title += f"; VIP {vip.get('address', '?')} on {vip.get('interface', '?')} {held}"
+    if cluster.get("preempt"):
+        title += "; preempt on here"
     if cluster.get("error"):
         title += f"  ERROR: {cluster['error']}"
     table = Table(title=title, title_justify="left")
-    for column in ("node", "address", "role", "health", "since", "reason"):
+    for column in ("node", "address", "role", "priority", "health", "since", "reason"):
         table.add_column(column)
     for member in cluster.get("members", []):
         role = str(member.get("role", "?"))
@@ -223,6 +225,7 @@ def _cluster_table(cluster: dict[str, Any]) -> Table:
         table.add_row(
             name + (" (this node)" if name == cluster.get("me") else ""),
             str(member.get("address", "")), Text(role, ROLE_STYLES.get(role, "")),
+            str(member.get("priority", "")),
             Text(health, "green" if health == "healthy" else "bold red"),
             _since(member.get("since")), str(member.get("reason", "")),
         )

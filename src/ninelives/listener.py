@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -74,3 +75,26 @@ def bound_addresses(server: asyncio.Server) -> list[str]:
         host, port = sock.getsockname()[:2]
         out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return out
+
+
+IPV6_TRANSPARENT = 75  # linux/in6.h; Python's socket module does not name it
+
+
+def answer_from_a_vip_gone(server: asyncio.Server) -> str | None:
+    """Let connections accepted on the virtual IP send their answers after this node removed
+    the address (it handed the lead over while a request was in flight).
+
+    Without it the kernel refuses to send from an address that is no longer on the host, so
+    such a response never leaves and the client waits for its timeout. ``IP_TRANSPARENT``
+    (``IPV6_TRANSPARENT``) on the listening socket, which every accepted socket inherits,
+    lets it send from any address; it changes nothing for what the socket accepts. It needs
+    CAP_NET_ADMIN, as adding the VIP does. Returns why it could not be set, else None.
+    """
+    for sock in server.sockets:
+        level, option = ((socket.IPPROTO_IPV6, IPV6_TRANSPARENT) if sock.family == socket.AF_INET6
+                         else (socket.SOL_IP, socket.IP_TRANSPARENT))
+        try:
+            sock.setsockopt(level, option, 1)
+        except OSError as exc:
+            return f"IP_TRANSPARENT on {bound_addresses(server)[0]}: {exc.strerror or exc}"
+    return None

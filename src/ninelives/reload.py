@@ -22,6 +22,7 @@ is configured and leaves old processes serving old connections with the old conf
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from ninelives.config import ReloadError
 from ninelives.health import CheckResult, HealthChecker, probe
 from ninelives.http.context import HttpContext, Route
 from ninelives.http.downstream import Downstream
-from ninelives.listener import Binding, ListenerStats, bound_addresses
+from ninelives.listener import Binding, ListenerStats, answer_from_a_vip_gone, bound_addresses
 from ninelives.pool import Pool, Server
 from ninelives.tcp import tcp_protocol_factory
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ninelives.config import Config, ListenerConfig, PoolConfig
     from ninelives.node import Node
 
+log = logging.getLogger("ninelives.reload")
 LISTEN_BACKLOG = 4096
 
 
@@ -109,6 +111,11 @@ async def prepare(node: Node, config: Config) -> Prepared:
                         f"listeners.{lc.name}.bind[{i}]: cannot bind {address}: {_why(exc)}"
                     ) from exc
                 bound[key] = binding
+                if config.cluster is not None and config.cluster.vip is not None:
+                    why = answer_from_a_vip_gone(binding.server)
+                    if why is not None:
+                        log.warning("listener %s: answers in flight at a handover of the "
+                                    "VIP will be lost: %s", lc.name, why)
         if node.admin is None or config.admin.listen != node.config.admin.listen:
             try:
                 admin = await start_admin(node, config.admin.listen)

@@ -18,17 +18,21 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from tests.support.node import NINELIVES, TOKEN, Harness, Process
+import pytest
+
+from tests.support.node import NINELIVES, TOKEN, Harness, Process, wait_until
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,6 +45,13 @@ HOSTS = {"lb-1": 11, "lb-2": 12, "backend": 20, "client": 30}
 NODES = ("lb-1", "lb-2")
 BACKEND_PORT = 8000
 WEB_PORT = 8080
+NOWHERE_MAC = "02:00:00:00:00:99"  # locally administered, on no interface of a lab
+MIN_SAMPLES = 100  # a split-brain watch that saw fewer could have missed an overlap
+
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="needs root and iproute2 (network namespaces, veth pairs, a bridge)",
+)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -130,6 +141,32 @@ class Lab:
         """Make ``host`` lose (or find again) its path to ``address``: a blackhole route."""
         ip("-n", self.ns(host), "route", "add" if on else "del", "blackhole", f"{address}/32")
 
+    def cut_off(self, host: str, *others: str) -> None:
+        """Silently drop everything ``host`` sends to ``others``, its link still up: their
+        addresses are pinned to a MAC address nobody has, so packets leave and are lost, as
+        over a cut cable (no iptables needed; nothing answers, so TCP times out). Unlike
+        :meth:`isolate`, ``host`` still reaches (and answers ARP from) everyone else."""
+        for other_host in others:
+            ip("-n", self.ns(host), "neigh", "replace", self.address(other_host), "lladdr",
+               NOWHERE_MAC, "dev", "eth0", "nud", "permanent")
+
+    def reconnect(self, host: str, *others: str) -> None:
+        """Undo :meth:`cut_off`: ``host`` asks ARP for ``others`` again."""
+        for other_host in others:
+            ip("-n", self.ns(host), "neigh", "del", self.address(other_host), "dev", "eth0")
+
+
+@contextmanager
+def built_lab(hosts: Mapping[str, int] = HOSTS) -> Iterator[Lab]:
+    """A lab built for the time of a ``with``, removed also on failure."""
+    made = Lab(hosts)
+    try:
+        made.build()
+        yield made
+    finally:
+        left = made.destroy()
+        assert not left, f"could not remove namespaces {left}"
+
 
 class InNamespace:
     """Runs calls in a thread that entered ``host``'s namespace; ``close()`` ends it."""
@@ -163,6 +200,7 @@ class SplitBrainWatch:
     samples: int = 0
     both: list[float] = field(default_factory=list)
     holders: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    last: float = 0.0  # when the latest sample was taken
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -175,6 +213,7 @@ class SplitBrainWatch:
             at = time.monotonic()
             held = tuple(h for h in NODES if self.lab.holds_vip(h))
             self.samples += 1
+            self.last = at
             if not self.holders or self.holders[-1][1] != held:
                 self.holders.append((at, held))
             if len(held) > 1:
@@ -184,6 +223,17 @@ class SplitBrainWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+    def assert_never_two(self) -> None:
+        """No sample saw both nodes hold the VIP, and there were enough samples to tell."""
+        assert not self.both, f"both nodes held the VIP at {self.both} ({self.holders})"
+        assert self.samples > MIN_SAMPLES, self.samples
+
+    def overlap(self) -> float:
+        """Seconds during which both nodes held the VIP, as far as the samples tell."""
+        ends = [at for at, _ in self.holders[1:]] + [self.last]
+        return sum(end - at for (at, held), end in zip(self.holders, ends, strict=True)
+                   if len(held) > 1)
 
 
 def other(node: str) -> str:
@@ -224,18 +274,31 @@ class Cluster:
         self.nodes: dict[str, Process] = {}
         self.admin: dict[str, str] = {}
 
-    def start(self, name: str) -> Process:
-        config = node_config(self.harness, name, self.cluster)
+    def start(self, name: str, **extra: Any) -> Process:
+        """Start node ``name``; ``extra`` adds to its cluster settings (priority=200)."""
+        cluster = None if self.cluster is None else {**self.cluster, **extra}
+        config = node_config(self.harness, name, cluster)
         argv = self.lab.exec(name, str(NINELIVES), "run", str(config))
         process = self.harness.spawn(f"node-{name}", argv, "ninelives ready")
         fields = dict(w.split("=", 1) for w in process.ready_line.split()[2:])
         self.nodes[name], self.admin[name] = process, fields["admin"]
         return process
 
+    def start_all(self) -> str:
+        """Start every node; return the one that holds the VIP."""
+        for name in NODES:
+            self.start(name)
+        return wait_until(self.holder, timeout=15, message="one node holds the VIP")
+
+    def ninelives(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ninelives ARGS`` against node ``name``'s admin API, run in its namespace."""
+        argv = self.lab.exec(name, str(NINELIVES), *args, "--admin", self.admin[name],
+                             "--token", TOKEN)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
     def status(self, name: str) -> dict[str, Any]:
-        argv = self.lab.exec(name, str(NINELIVES), "status", "--json", "--admin",
-                             self.admin[name])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+        done = self.ninelives(name, "status", "--json")
+        done.check_returncode()
         cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
         return cluster
 
@@ -244,6 +307,17 @@ class Cluster:
         assert len(held) <= 1, f"both nodes hold the VIP: {held}"
         return held[0] if held else None
 
+    def rejoins_as_follower(self, old: str, leader: str, hold: float) -> None:
+        """``old`` (running again) follows ``leader``, which keeps the VIP ``hold`` seconds."""
+        def follows() -> bool:  # its member list may lag behind its role for a moment
+            status = self.status(old)
+            return status["role"] == "follower" and (status["leader"] or {}).get("name") == leader
+
+        wait_until(follows, timeout=10, message=f"{old} follows {leader}")
+        held_until = time.monotonic() + hold
+        while time.monotonic() < held_until:
+            assert self.holder() == leader, f"the VIP left {leader}"
+
 
 def start_backend(lab: Lab, harness: Harness) -> Process:
     argv = lab.exec("backend", sys.executable, "-m", "tests.support.backend", "--name", "b1",
@@ -251,22 +325,34 @@ def start_backend(lab: Lab, harness: Harness) -> Process:
     return harness.spawn("backend-b1", argv, "backend ready")
 
 
-def start_probe(lab: Lab, harness: Harness) -> Process:
-    """The client asking the VIP again and again (tests/support/vip_probe.py)."""
+def start_probe(lab: Lab, harness: Harness, *options: str) -> Process:
+    """The client asking the VIP again and again (tests/support/vip_probe.py, with
+    ``options``)."""
     argv = lab.exec("client", sys.executable, "-m", "tests.support.vip_probe", "--host", VIP,
-                    "--port", str(WEB_PORT))
+                    "--port", str(WEB_PORT), *options)
     return harness.spawn("probe", argv, "probe ready")
 
 
-def attempts(probe: Process) -> Iterator[tuple[float, bool]]:
-    """Every attempt the probe logged so far: when, and whether it got an answer."""
+def wait_for_answers(probe: Process) -> None:
+    """Wait until the probe has had an answer through the VIP."""
+    wait_until(lambda: restored_after(probe, 0.0) is not None, timeout=10,
+               message="the client gets answers through the VIP")
+
+
+def outcomes(probe: Process) -> Iterator[tuple[float, str]]:
+    """Each attempt of the probe: when it ended (monotonic seconds) and what it got."""
     for line in "".join(probe.extra_stdout).splitlines():
         at, _, outcome = line.partition(" ")
         try:
             when = float(at)
         except ValueError:
-            continue
-        yield when, outcome.startswith("ok")
+            continue  # the readiness line's leftovers, a partial line
+        yield when, outcome
+
+
+def attempts(probe: Process) -> Iterator[tuple[float, bool]]:
+    """Every attempt the probe logged so far: when, and whether it got an answer."""
+    return ((when, outcome.startswith("ok")) for when, outcome in outcomes(probe))
 
 
 def restored_after(probe: Process, since: float) -> float | None:

@@ -6,6 +6,12 @@ network namespace). Prints ``probe ready``, then one line per attempt:
 a new connection with a short timeout, as a client that retries its connection would do;
 the clock is the machine's monotonic clock, which every network namespace shares, so the
 test can compare it with the instant it killed a node.
+
+With ``--retry-connect S`` a request whose connection could not be made (refused, timed
+out, no route) is tried again on a new connection for up to S seconds, as a client with
+connection retry does; the line then counts the connects (``ok b1 connects=3``). Only a
+request that failed after its connection was made, or that found no connection within S
+seconds, is a ``fail``. The probe stops by itself after ``--stop-after`` seconds.
 """
 
 from __future__ import annotations
@@ -16,8 +22,32 @@ import sys
 import time
 
 
-def attempt(host: str, port: int, timeout: float) -> str:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def attempt(host: str, port: int, timeout: float, retry_connect: float = 0.0,
+            pause: float = 0.01, answer_timeout: float | None = None) -> str:
+    """One request on a new connection; its connect retried for ``retry_connect`` seconds,
+    ``pause`` apart; ``answer_timeout`` (default ``timeout``) for the answer once
+    connected."""
+    give_up = time.monotonic() + retry_connect
+    connects = 0
+    while True:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        connects += 1
+        try:
+            try:
+                conn.connect()
+            except OSError as exc:
+                if time.monotonic() < give_up:
+                    time.sleep(pause)
+                    continue
+                return f"fail connect {type(exc).__name__}"
+            if answer_timeout is not None and conn.sock is not None:
+                conn.sock.settimeout(answer_timeout)
+            return request(conn) + (f" connects={connects}" if retry_connect else "")
+        finally:
+            conn.close()
+
+
+def request(conn: http.client.HTTPConnection) -> str:
     try:
         conn.request("GET", "/")
         response = conn.getresponse()
@@ -27,8 +57,6 @@ def attempt(host: str, port: int, timeout: float) -> str:
         return f"ok {response.getheader('X-Backend') or '?'}"
     except (OSError, http.client.HTTPException) as exc:
         return f"fail {type(exc).__name__}"
-    finally:
-        conn.close()
 
 
 def main() -> None:
@@ -37,10 +65,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=0.1, help="seconds per attempt")
     parser.add_argument("--pause", type=float, default=0.01, help="seconds between attempts")
+    parser.add_argument("--retry-connect", type=float, default=0.0,
+                        help="seconds to retry a connection that could not be made")
+    parser.add_argument("--answer-timeout", type=float, default=None,
+                        help="seconds to wait for the answer once connected (default: --timeout)")
+    parser.add_argument("--stop-after", type=float, default=600.0, help="seconds to run")
     args = parser.parse_args()
     print("probe ready", flush=True)
-    while True:
-        outcome = attempt(args.host, args.port, args.timeout)
+    stop_at = time.monotonic() + args.stop_after
+    while time.monotonic() < stop_at:
+        outcome = attempt(args.host, args.port, args.timeout, args.retry_connect, args.pause,
+                          args.answer_timeout)
         sys.stdout.write(f"{time.monotonic():.4f} {outcome}\n")
         sys.stdout.flush()
         time.sleep(args.pause)

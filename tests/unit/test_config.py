@@ -513,6 +513,7 @@ def test_no_cluster_section_means_a_node_alone_and_an_empty_one_means_the_defaul
     assert (cluster.etcd.endpoints, cluster.etcd.prefix) == (
         ["http://127.0.0.1:2379"], "/ninelives",
     )
+    assert (cluster.priority, cluster.preempt) == (100, False)  # failback: stay
 
 
 def test_an_etcd_cluster() -> None:
@@ -580,6 +581,10 @@ cluster:
         ("{vip: {address: 10.0.0.100/24}}", "cluster.vip.interface: required"),
         ("{etcd: {endpoints: []}, coordinator: etcd}", "cluster.etcd.endpoints: must not be empty"),
         ("{local: {path: /x, colour: red}}", "cluster.local.colour: unknown key"),
+        ("{priority: 300}", "cluster.priority: expected at most 255, got 300"),
+        ("{preempt: maybe}", 'cluster.preempt: expected true or false, got "maybe"'),
+        ("{mode: active-active, preempt: true}",
+         "cluster.preempt: only with mode: active-passive (in active-active nobody leads)"),
     ],
 )
 def test_cluster_problems(cluster: str, problem: str) -> None:

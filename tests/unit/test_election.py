@@ -14,6 +14,7 @@ from ninelives.cluster.election import (
     TRANSITIONS,
     Action,
     Decision,
+    Failback,
     Handover,
     Holder,
     ImpossibleTransition,
@@ -193,12 +194,26 @@ def test_timing_fractions_must_leave_a_margin() -> None:
 
 @dataclass
 class FakeStore:
-    """The leader key with an expiry on the fake clock, as a coordinator keeps it."""
+    """The leader key with an expiry on the fake clock, as a coordinator keeps it; the
+    switchover key (a handover, with its own expiry); each node's priority (its member
+    record)."""
 
     name: str | None = None
     token: int = 0
     expires: float = 0.0
     revision: int = 0
+    handover: Handover | None = None
+    handover_expires: float = 0.0
+    priorities: dict[str, int] = field(default_factory=dict)
+
+    def requested(self, now: float) -> Handover | None:
+        return self.handover if self.handover_expires > now else None
+
+    def request(self, handover: Handover, now: float) -> bool:
+        if self.requested(now) is not None:
+            return False
+        self.handover, self.handover_expires = handover, now + TTL
+        return True
 
     def holder(self, now: float) -> Holder | None:
         return Holder(self.name, self.token) if self.name and self.expires > now else None
@@ -233,13 +248,26 @@ class SimNode:
     renew_failed_at: float | None = None
     lost_because: str = ""
     reasons: list[str] = field(default_factory=list)
+    preempt: bool = False  # ready from the start (time 0), so back since then
+    returned_under: Holder | None = None  # the leader seen at the first step
+    started: bool = False
+    preempting: bool = False  # wrote the switchover key to take the lead back
 
     def step(self, store: FakeStore, now: float) -> None:
         for _ in range(5):  # immediate follow-ups (acquire, then promote), as a shell does
-            view = View(self.name, now, self.role, store.holder(now) if self.reachable else
-                        _stale(store, now, self), self.lease, TIMING,
+            holder = store.holder(now) if self.reachable else _stale(store, now, self)
+            if not self.started:
+                self.started, self.returned_under = True, holder
+            failback = None
+            if self.preempt:
+                failback = Failback(store.priorities[self.name],
+                                    store.priorities.get(holder.name) if holder else None,
+                                    0.0, self.returned_under, settle=TTL)
+            view = View(self.name, now, self.role, holder, self.lease, TIMING,
                         renew_failed_at=self.renew_failed_at, renew_error="unreachable",
-                        lost_because=self.lost_because)
+                        lost_because=self.lost_because,
+                        handover=store.requested(now) if self.reachable else None,
+                        failback=failback)
             decision = decide(view)
             self.reasons.append(decision.reason)
             self._act(decision.action, store, now)
@@ -265,6 +293,12 @@ class SimNode:
             if self.lease is not None and self.reachable:
                 store.release(self.lease, now)
             self.lease = None
+        elif action is Action.PREEMPT and self.reachable:
+            holder = store.holder(now)
+            if holder is not None:
+                self.preempting = store.request(Handover(holder.name, self.name), now)
+        elif action is Action.PROMOTE and self.preempting and self.reachable:
+            store.handover, self.preempting = None, False  # handed over: the key goes
 
 
 def _stale(store: FakeStore, now: float, node: SimNode) -> Holder | None:
@@ -286,9 +320,13 @@ events = st.lists(
 )
 
 
-def simulate(script: list[Event], names: tuple[str, ...] = ("lb-1", "lb-2", "lb-3")) -> None:
-    store = FakeStore()
-    nodes = [SimNode(name) for name in names]
+# name: (priority, preempt). lb-1 takes the lead back from anyone, lb-3 from lb-2 only.
+NODES = {"lb-1": (200, True), "lb-2": (100, False), "lb-3": (150, True)}
+
+
+def simulate(script: list[Event]) -> None:
+    store = FakeStore(priorities={name: p for name, (p, _) in NODES.items()})
+    nodes = [SimNode(name, preempt=preempt) for name, (_, preempt) in NODES.items()]
     now = 0.0
 
     def check(at: float) -> None:
@@ -331,6 +369,27 @@ def simulate(script: list[Event], names: tuple[str, ...] = ("lb-1", "lb-2", "lb-
 @given(events)
 def test_never_two_leaders_whatever_is_cut_off_and_when(script: list[Event]) -> None:
     simulate(script)
+
+
+def test_a_node_that_returns_takes_the_lead_back_through_a_handover() -> None:
+    store = FakeStore(priorities={"lb-1": 200, "lb-2": 100})
+    two, one = SimNode("lb-2"), SimNode("lb-1", preempt=True)
+    two.step(store, 0.0)
+    one.step(store, 0.0)
+    assert (one.role, two.role) == (Role.FOLLOWER, Role.LEADER)
+    assert one.reasons[-1].startswith("no action: following lb-2")  # not settled yet
+    now = 0.0
+    while one.role is not Role.LEADER:
+        assert now < 2 * TTL, one.reasons[-1]
+        now = round(now + 0.01, 2)
+        for node in (one, two):
+            if node.check_by <= now:
+                node.step(store, now)
+        assert not (one.role is Role.LEADER and two.role is Role.LEADER)
+    assert any(r.startswith("taking the lead back: I am lb-1 (priority 200") for r in one.reasons)
+    assert "stepping down: switchover requested, handing the lead to lb-1" in two.reasons
+    assert store.requested(now) is None  # deleted once lb-1 led
+    assert now < TTL + TTL / 3 + 0.05  # settled one lease, then at most one poll
 
 
 def test_a_cut_off_leader_steps_down_before_another_takes_over() -> None:
@@ -384,3 +443,51 @@ def test_during_a_switchover_only_the_successor_takes_the_lead() -> None:
     assert anyone.action is Action.ACQUIRE
     old_to_anyone = decide(follower_view(me="lb-9", handover=Handover("lb-9")))
     assert old_to_anyone.reason.endswith("(switchover to another node)")
+
+
+# -- failback (preempt) --------------------------------------------------------------------
+
+
+LB2 = Holder("lb-2", 7)
+
+
+def back(priority: int = 200, leader_priority: int | None = 100,
+         ready_since: float | None = 0.0, returned_under: Holder | None = LB2) -> Failback:
+    return Failback(priority, leader_priority, ready_since, returned_under, settle=TTL)
+
+
+def test_a_node_of_higher_priority_with_preempt_asks_for_the_lead_back() -> None:
+    decision = decide(follower_view(now=5.0, holder=LB2, failback=back()))
+    assert decision == Decision(
+        Action.PREEMPT,
+        "taking the lead back: I am lb-1 (priority 200, preempt on, back and ready for 5.0s); "
+        "lb-2 leads with priority 100: asking it to hand over",
+        Role.FOLLOWER, pytest.approx(5.0 + TTL / 3),
+    )
+
+
+@pytest.mark.parametrize(("failback", "why"), [
+    (None, "preempt off: the default, stay"),
+    (back(priority=100), "the same priority"),
+    (back(priority=50), "a lower priority"),
+    (back(leader_priority=None), "the leader's priority not known yet"),
+    (back(ready_since=None), "not ready"),
+    (back(ready_since=4.0), "ready for less than a lease"),
+    (back(returned_under=Holder("lb-2", 6)), "lb-2 took the lead again while I was ready"),
+    (back(returned_under=None), "nobody led when I returned: lb-2 won the free lead"),
+])
+def test_a_follower_does_not_preempt_unless_it_outranks_a_leader_and_is_settled(
+    failback: Failback | None, why: str,
+) -> None:
+    decision = decide(follower_view(now=5.0, holder=LB2, failback=failback))
+    assert decision.action is Action.FOLLOW, why
+
+
+def test_no_preempting_while_a_switchover_is_under_way_or_when_nobody_leads() -> None:
+    during = decide(follower_view(now=5.0, holder=LB2, failback=back(),
+                                  handover=Handover("lb-2", "lb-1")))
+    assert during.action is Action.FOLLOW
+    free = decide(follower_view(now=5.0, failback=back()))
+    assert free.action is Action.ACQUIRE  # a free lead is taken, not preempted
+    leading = decide(leader_view(now=0.1, failback=back()))
+    assert leading.action is Action.HOLD

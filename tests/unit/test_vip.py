@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from ninelives.cluster.vip import VipAction, VipPlan, garp_frame, plan
+from ninelives.cluster.vip import VipAction, VipPlan, address_lifetime, garp_frame, plan
 
 WHERE = ("10.0.0.100/24", "eth0")
 
@@ -15,6 +15,18 @@ def test_the_leader_adds_the_vip_it_lacks_and_keeps_the_one_it_has() -> None:
     assert plan(True, False, *WHERE, "I lead") == VipPlan(
         VipAction.ADD, "adding 10.0.0.100/24 on eth0: I lead")
     assert plan(True, True, *WHERE, "I lead").action is VipAction.NONE
+
+
+def test_the_leader_renews_the_address_lifetime_when_it_renewed_its_lease() -> None:
+    assert plan(True, True, *WHERE, "renewed", refresh=True) == VipPlan(
+        VipAction.REFRESH, "renewing 10.0.0.100/24 on eth0: renewed")
+    assert plan(True, False, *WHERE, "renewed", refresh=True).action is VipAction.ADD
+    assert plan(False, True, *WHERE, "stepped down", refresh=True).action is VipAction.REMOVE
+
+
+@pytest.mark.parametrize(("ttl", "seconds"), [(0.5, 1), (1.0, 1), (1.5, 2), (2.0, 2), (30.0, 30)])
+def test_the_address_lives_at_least_one_lease_in_whole_seconds(ttl: float, seconds: int) -> None:
+    assert address_lifetime(ttl) == seconds
 
 
 def test_a_node_that_does_not_lead_removes_a_vip_it_finds() -> None:

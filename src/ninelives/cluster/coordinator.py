@@ -138,7 +138,8 @@ class Member:
     """A node's record in the member list. ``reason`` says why its role is what it is,
     ``since`` is when it took that role (seconds since the epoch; 0: not told). ``down``
     is its view of its servers' health in active-active mode: per pool, the servers it
-    sees down (see :mod:`ninelives.cluster.sharing`)."""
+    sees down (see :mod:`ninelives.cluster.sharing`). ``priority`` is its claim to take
+    the lead back (``cluster.priority``)."""
 
     name: str
     address: str
@@ -147,6 +148,7 @@ class Member:
     reason: str = ""
     since: float = 0.0
     down: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    priority: int = 0
 
     @property
     def key(self) -> str:
@@ -156,7 +158,8 @@ class Member:
         return json.dumps(
             {"name": self.name, "address": self.address, "role": self.role,
              "health": self.health, "reason": self.reason, "since": self.since,
-             "down": {pool: list(names) for pool, names in self.down.items()}},
+             "down": {pool: list(names) for pool, names in self.down.items()},
+             "priority": self.priority},
             sort_keys=True,
         )
 
@@ -174,9 +177,11 @@ class Member:
         name, address, reason = data.get("name"), data.get("address"), data.get("reason", "")
         if not (isinstance(name, str) and isinstance(address, str) and isinstance(reason, str)):
             raise ValueError(f"expected name, address and reason as strings in {text[:80]!r}")
-        since = data.get("since", 0.0)
+        since, priority = data.get("since", 0.0), data.get("priority", 0)
         if not isinstance(since, int | float) or isinstance(since, bool):
             raise ValueError(f"expected since as a number in {text[:80]!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"expected priority as a whole number in {text[:80]!r}")
         down = data.get("down", {})
         if not isinstance(down, dict) or not all(
             isinstance(names, list) and all(isinstance(n, str) for n in names)
@@ -184,7 +189,7 @@ class Member:
         ):
             raise ValueError(f"expected down as pools of server names in {text[:80]!r}")
         return cls(name=name, address=address, role=role, health=health, reason=reason,
-                   since=float(since),
+                   since=float(since), priority=priority,
                    down={pool: tuple(names) for pool, names in down.items()})
 
 

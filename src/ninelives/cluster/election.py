@@ -56,6 +56,17 @@ A switchover (a planned handover, :class:`Handover`) makes the leader it names s
 while it stands, that node does not take the lead back and, when it names a successor, no
 other node takes it either. It is a lease-bound key, so a successor that never comes
 does not stop the others for longer than a lease.
+
+Failback (:class:`Failback`, ``cluster.preempt``): a follower with ``preempt`` on that
+*returns* (starts, or becomes ready again) while a node of lower priority leads asks for the
+lead back (``PREEMPT``): it requests a switchover to itself, so the lead moves by the same
+handover as ``ninelives switchover`` (the leader steps down and releases at once; only this
+node takes it). It waits until it has been ready for ``settle`` seconds, so a node that
+flaps does not drag the lead along, and never asks while a switchover is under way. Only
+the leader it found on its return is preempted: a lead taken while this node was ready (a
+switchover an operator asked for, a race for a free lead) is left alone. Without
+``preempt`` (the default), a leader keeps the lead until it fails or is asked to hand it
+over.
 """
 
 from __future__ import annotations
@@ -78,6 +89,7 @@ class Action(Enum):
     HOLD = "hold"            # leader, nothing to do until check_by
     STEP_DOWN = "step-down"  # stop acting as leader now, then release the lease if held
     FOLLOW = "follow"        # another node leads
+    PREEMPT = "preempt"      # another node leads: ask it to hand the lead over to me
     WAIT = "wait"            # nobody to follow, and not taking the lead (yet)
     RELEASE = "release"      # give back a lease that came too late to act on
     REVOKE = "revoke"        # end the lease of a holder that renewed nothing for a lease
@@ -89,6 +101,7 @@ TRANSITIONS: dict[tuple[Role, Action], Role] = {
     (Role.FOLLOWER, Action.PROMOTE): Role.LEADER,
     (Role.FOLLOWER, Action.RELEASE): Role.FOLLOWER,
     (Role.FOLLOWER, Action.FOLLOW): Role.FOLLOWER,
+    (Role.FOLLOWER, Action.PREEMPT): Role.FOLLOWER,
     (Role.FOLLOWER, Action.WAIT): Role.FOLLOWER,
     (Role.FOLLOWER, Action.REVOKE): Role.FOLLOWER,
     (Role.LEADER, Action.RENEW): Role.LEADER,
@@ -160,6 +173,20 @@ class Handover:
 
 
 @dataclass(frozen=True, slots=True)
+class Failback:
+    """A node with ``preempt`` on: its priority, the leader's (None: its member record is
+    not read yet), since when this node is ready without a break (None: not ready), the
+    leader it found then (``returned_under``: None if nobody led), and how long it must
+    have been ready before it asks for the lead."""
+
+    priority: int
+    leader_priority: int | None
+    ready_since: float | None
+    returned_under: Holder | None
+    settle: float
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     """What one node knows when it decides.
 
@@ -180,6 +207,7 @@ class View:
     renew_error: str = ""
     lost_because: str = ""
     handover: Handover | None = None
+    failback: Failback | None = None  # None: preempt is off
     renewal: Renewal | None = None  # None: renewals are not visible, or nothing read yet
 
 
@@ -292,9 +320,25 @@ def _as_follower(view: View) -> tuple[Action, str, float]:
             f"(token {holder.token}); it will expire",
             poll,
         )
+    claim = _failback(view, holder)
+    if claim is not None:
+        return Action.PREEMPT, claim, poll
     return (Action.FOLLOW,
             f"no action: following {holder.name}, the leader with the lease "
             f"(token {holder.token})", poll)
+
+
+def _failback(view: View, holder: Holder) -> str | None:
+    """Why this follower asks ``holder`` for the lead back; None if it does not."""
+    failback = view.failback
+    if (failback is None or view.handover is not None or failback.leader_priority is None
+            or failback.priority <= failback.leader_priority or failback.ready_since is None
+            or view.now - failback.ready_since < failback.settle
+            or failback.returned_under != holder):
+        return None
+    return (f"taking the lead back: I am {view.me} (priority {failback.priority}, preempt "
+            f"on, back and ready for {view.now - failback.ready_since:.1f}s); {holder.name} "
+            f"leads with priority {failback.leader_priority}: asking it to hand over")
 
 
 def _fraction(value: float) -> str:

@@ -57,6 +57,7 @@ from ninelives.cluster.coordinator import (
 from ninelives.cluster.election import (
     Action,
     Decision,
+    Failback,
     Handover,
     Holder,
     Renewal,
@@ -65,8 +66,9 @@ from ninelives.cluster.election import (
     View,
     decide,
 )
-from ninelives.cluster.vip import Vip, VipError
+from ninelives.cluster.vip import Vip, VipError, address_lifetime
 from ninelives.config import ClusterConfig
+from ninelives.config.cluster import DEFAULT_PRIORITY
 from ninelives.events import EventLog
 
 log = logging.getLogger("ninelives.cluster.ha")
@@ -122,6 +124,8 @@ class HaLoop:
         wall: Callable[[], float] = time.time,
         view: HealthView | None = None,
         on_members: MembersSeen | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        preempt: bool = False,
     ) -> None:
         self.coordinator = coordinator
         self.me = me
@@ -130,6 +134,8 @@ class HaLoop:
         self.ready = ready
         self.mode = mode
         self.vip = vip
+        self.priority = priority
+        self.preempt = preempt  # take the lead back from a leader of lower priority
         self.clock = clock
         self.wall = wall
         self.view = view
@@ -150,6 +156,10 @@ class HaLoop:
         self._renew_failed_at: float | None = None
         self._renew_error = ""
         self._lost_because = ""
+        self._vip_renewal_due = False  # the lease was renewed: renew the VIP's lifetime too
+        self._ready_since: float | None = None  # ready without a break since (None: not ready)
+        self._returned_under: Holder | None = None  # the leader when this node became ready
+        self._preempting: Lease | None = None  # the switchover key this node wrote to preempt
         self._entry: Entry | None = None  # the leader key as a follower last read it
         self._renewal: Renewal | None = None  # when that version was first read
         self._holder_ttl: tuple[int, float] = (0, 0.0)  # a lease id and its granted TTL
@@ -220,11 +230,16 @@ class HaLoop:
                 self._handover = parse_handover(entry.value if entry is not None else None)
         now = self.clock()
         not_ready = self.ready()
+        if not_ready is not None:
+            self._ready_since = None
+        elif self._ready_since is None:
+            self._ready_since, self._returned_under = now, self._holder
         decision = decide(View(
             me=self.me, now=now, role=self.role, holder=self._holder, lease=self._lease,
             timing=self.timing, ready=not_ready is None, not_ready_because=not_ready or "",
             renew_failed_at=self._renew_failed_at, renew_error=self._renew_error,
             lost_because=self._lost_because, handover=self._handover,
+            failback=self._failback(),
             renewal=self._renewal,
         ))
         if self.decision is None or decision.action is not self.decision.action:
@@ -239,6 +254,15 @@ class HaLoop:
         next_at = await self._act(decision)
         await self._apply_vip(decision.reason)
         return next_at
+
+    def _failback(self) -> Failback | None:
+        if not self.preempt:
+            return None
+        holder = self._holder
+        leader = next((m for m in self.members if holder is not None and m.name == holder.name),
+                      None)
+        return Failback(self.priority, leader.priority if leader is not None else None,
+                        self._ready_since, self._returned_under, settle=self.timing.ttl)
 
     async def _act(self, decision: Decision) -> float:
         action, now = decision.action, self.clock()
@@ -259,6 +283,9 @@ class HaLoop:
             return self.clock()
         if action is Action.PROMOTE:
             self._set_role(Role.LEADER, decision.reason)
+            request, self._preempting = self._preempting, None
+            if request is not None:
+                await self._handed_over(request)
         elif action is Action.RENEW and self._lease is not None:
             await self._renew(self._lease, decision.check_by)
             return self.clock()
@@ -268,6 +295,12 @@ class HaLoop:
             await self._give_back()
         elif action is Action.RELEASE:
             await self._give_back()
+        elif action is Action.PREEMPT and self._holder is not None:
+            log.info("cluster: %s", decision.reason)
+            try:
+                self._preempting = await self._request_handover(self._holder.name, self.me)
+            except CoordinatorError as exc:
+                self._failed(f"could not ask for the lead back: {exc}")
         elif action is Action.REVOKE:
             await self._revoke_unrenewed()
             return self.clock()
@@ -308,6 +341,7 @@ class HaLoop:
             self._lease = await self._call("renew", self.coordinator.renew(lease),
                                            timeout=max(0.0, by - self.clock()))
             self._renew_failed_at, self._renew_error = None, ""
+            self._vip_renewal_due = True
             self.error = ""
         except LeaseLost as exc:
             self._lease, self._lost_because = None, str(exc)
@@ -336,8 +370,11 @@ class HaLoop:
     async def _apply_vip(self, why: str) -> None:
         if self.vip is None:
             return
+        if self._lease is not None:  # etcd may grant a longer lease than asked
+            self.vip.lifetime = address_lifetime(self._lease.ttl)
         try:
-            await self.vip.apply(self.role is Role.LEADER, why)
+            await self.vip.apply(self.role is Role.LEADER, why, self._vip_renewal_due)
+            self._vip_renewal_due = False
         except VipError as exc:
             self.vip.error = str(exc)
             self._failed(f"virtual IP: {exc}")
@@ -350,7 +387,7 @@ class HaLoop:
         return Member(self.me, self.address, role,  # type: ignore[arg-type]
                       "healthy" if not_ready is None else "unhealthy",
                       self.change_reason if not_ready is None else not_ready, self.since,
-                      dict(self.view()) if self.view is not None else {})
+                      dict(self.view()) if self.view is not None else {}, self.priority)
 
     def touch(self) -> None:
         """Something in this node's record may have changed (its view): write it again."""
@@ -443,28 +480,44 @@ class HaLoop:
         elif not any(m.health == "healthy" for m in others):
             raise SwitchoverError(409, f"no other ready node to hand the lead over to "
                                        f"(nodes: {', '.join(m.name for m in members)})")
-        request = json.dumps({"leader": leader, "to": to or ""})
         started = self.clock()
         try:
-            lease = await self._call("acquire", self.coordinator.acquire(SWITCHOVER_KEY, request))
+            request = await self._request_handover(leader, to)
         except CoordinatorError as exc:
             raise SwitchoverError(503, f"the coordinator: {exc}") from None
-        if lease is None:
+        if request is None:
             raise SwitchoverError(409, "a switchover is already in progress")
-        self._handover = parse_handover(request)
-        self._wake.set()
-        log.info("cluster: switchover requested: %s hands the lead to %s", leader,
-                 to or "another node")
         deadline = started + 3 * self.timing.ttl
         while self.clock() < deadline:
             await asyncio.sleep(self._retry_every())
             with contextlib.suppress(CoordinatorError):
                 now = await self._call("get", self.coordinator.get(LEADER_KEY))
                 if now is not None and now.value != leader:
+                    took = self.clock() - started
+                    await self._handed_over(request)
                     return {"from": leader, "to": now.value, "token": now.token,
-                            "took_s": round(self.clock() - started, 3)}
+                            "took_s": round(took, 3)}
         raise SwitchoverError(504, f"no other node took the lead within "
                                    f"{deadline - started:.1f}s; the request lapses by itself")
+
+    async def _request_handover(self, leader: str, to: str | None) -> Lease | None:
+        """Write the switchover key: ``leader`` hands the lead to ``to`` (None: any other
+        node). None if another switchover holds the key."""
+        request = json.dumps({"leader": leader, "to": to or ""})
+        lease = await self._call("acquire", self.coordinator.acquire(SWITCHOVER_KEY, request))
+        if lease is None:
+            return None
+        self._handover = parse_handover(request)
+        self._wake.set()
+        log.info("cluster: switchover requested: %s hands the lead to %s", leader,
+                 to or "another node")
+        return lease
+
+    async def _handed_over(self, request: Lease) -> None:
+        """Another node leads now: delete the switchover key, so that the next switchover
+        need not wait for it to lapse (if this fails, it lapses after its lease)."""
+        with contextlib.suppress(CoordinatorError):
+            await self._call("release", self.coordinator.release(request))
 
     async def _sleep_until(self, wake: asyncio.Event, at: float) -> None:
         delay = at - self.clock()
@@ -504,8 +557,11 @@ class HaLoop:
             },
             "members": [
                 {"name": m.name, "address": m.address, "role": m.role, "health": m.health,
-                 "since": m.since, "reason": m.reason} for m in self.members
+                 "since": m.since, "reason": m.reason, "priority": m.priority}
+                for m in self.members
             ],
+            "priority": self.priority,
+            "preempt": self.preempt,
             "switchover": None if self._handover is None else {
                 "leader": self._handover.leader, "to": self._handover.to},
             "error": self.error,
@@ -520,9 +576,11 @@ async def start_cluster(
     """Open the coordinator, start this node's HA loop; raise CoordinatorError if the
     coordinator cannot be opened."""
     coordinator = await open_coordinator(config)
-    vip = Vip(config.vip) if config.vip is not None else None
+    vip = (Vip(config.vip, address_lifetime(config.lease_ttl))
+           if config.vip is not None else None)
     loop = HaLoop(coordinator, me, address, events, ready, config.mode, vip,
-                  view=view, on_members=on_members)
+                  view=view, on_members=on_members,
+                  priority=config.priority, preempt=config.preempt)
     try:
         await loop.start()
     except BaseException:

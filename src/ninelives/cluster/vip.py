@@ -15,6 +15,12 @@ gratuitous ARPs :data:`GARP_SPACING` apart, then as many again after
 first burst, or ignored it while their entry was locked (Linux's ``locktime``, 1 s), learn
 the new owner from the later ones. An IPv6 address is added and removed the same way but
 not announced (no unsolicited neighbour advertisement yet).
+
+The address is added with a finite lifetime (``valid_lft`` and ``preferred_lft``, netlink's
+``IFA_CACHEINFO``), :func:`address_lifetime` of the lease, and the leader renews it with
+every renewal of its lease. A leader whose process dies (SIGKILL, a crash) while its link
+stays up cannot remove the address; the kernel does, once the lifetime is over, instead of
+answering ARP for it beside the new leader until the node is started again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -42,6 +49,7 @@ ETH_P_ARP = 0x0806
 
 class VipAction(Enum):
     ADD = "add"
+    REFRESH = "refresh"  # the leader renewed its lease: renew the address's lifetime too
     REMOVE = "remove"
     NONE = "none"
 
@@ -52,10 +60,25 @@ class VipPlan:
     reason: str
 
 
-def plan(leading: bool, present: bool, address: str, interface: str, why: str) -> VipPlan:
-    """What to do with the VIP. ``why`` says why this node leads or does not."""
+def address_lifetime(lease_ttl: float) -> int:
+    """The VIP's lifetime on the interface, in the kernel's whole seconds: at least the lease.
+
+    A leader renews the address with its lease and steps down (removing it) at two thirds of
+    the lease at the latest, so an address that lives a whole lease from its last renewal
+    never lapses under a leader. The kernel counts lifetimes in seconds, at least 1, and
+    removes an expired address within about a second (its ``check_lifetime`` work).
+    """
+    return max(1, math.ceil(lease_ttl))
+
+
+def plan(leading: bool, present: bool, address: str, interface: str, why: str,
+         refresh: bool = False) -> VipPlan:
+    """What to do with the VIP. ``why`` says why this node leads or does not; ``refresh``
+    that the leader renewed its lease since the address's lifetime was last renewed."""
     where = f"{address} on {interface}"
     if leading and present:
+        if refresh:
+            return VipPlan(VipAction.REFRESH, f"renewing {where}: {why}")
         return VipPlan(VipAction.NONE, f"holding {where}: {why}")
     if leading:
         return VipPlan(VipAction.ADD, f"adding {where}: {why}")
@@ -83,8 +106,10 @@ class VipError(Exception):
 class Vip:
     """Adds, removes and announces ``config.address`` on ``config.interface``."""
 
-    def __init__(self, config: VipConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: VipConfig, lifetime: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.address = str(config.address.ip)
+        self.lifetime = lifetime  # seconds: see address_lifetime()
         self.prefixlen = config.address.network.prefixlen
         self.interface = config.interface
         self.shown = f"{config.address}"
@@ -96,17 +121,19 @@ class Vip:
         self.garps_sent = 0
         self._announcer: asyncio.Task[None] | None = None
 
-    async def apply(self, leading: bool, why: str) -> VipPlan:
+    async def apply(self, leading: bool, why: str, refresh: bool = False) -> VipPlan:
         """Look at the interface, decide, act; raise VipError if netlink refused."""
         present = await asyncio.to_thread(self._present)
-        decision = plan(leading, present, self.shown, self.interface, why)
+        decision = plan(leading, present, self.shown, self.interface, why, refresh)
         if decision.action is VipAction.ADD:
             await asyncio.to_thread(self._change, "add")
             self._announce()
+        elif decision.action is VipAction.REFRESH:
+            await asyncio.to_thread(self._change, "add")  # the same request: a new lifetime
         elif decision.action is VipAction.REMOVE:
             self._stop_announcing()
             await asyncio.to_thread(self._change, "del")
-        if decision.action is not VipAction.NONE:
+        if decision.action in (VipAction.ADD, VipAction.REMOVE):
             self.since = self.clock()
             self.reason = decision.reason
             log.info("vip: %s", decision.reason)
@@ -120,7 +147,7 @@ class Vip:
     def status(self) -> dict[str, Any]:
         return {"address": self.shown, "interface": self.interface, "held": self.held,
                 "since": self.since, "reason": self.reason, "error": self.error,
-                "garps_sent": self.garps_sent}
+                "garps_sent": self.garps_sent, "lifetime_s": self.lifetime}
 
     # -- netlink (in a worker thread) ------------------------------------------------------
 
@@ -146,7 +173,13 @@ class Vip:
         with IPRoute() as ipr:
             index = self._index(ipr)
             try:
-                ipr.addr(command, index=index, address=self.address, prefixlen=self.prefixlen)
+                if command == "add":  # add, or renew the lifetime of the address already there
+                    ipr.addr("replace", index=index, address=self.address,
+                             prefixlen=self.prefixlen, valid_lft=self.lifetime,
+                             preferred_lft=self.lifetime)
+                else:
+                    ipr.addr(command, index=index, address=self.address,
+                             prefixlen=self.prefixlen)
             except NetlinkError as exc:
                 done = errno.EEXIST if command == "add" else errno.EADDRNOTAVAIL
                 if exc.code != done:  # already there / already gone: what we wanted

@@ -1,10 +1,10 @@
 """The ``cluster:`` section: which coordinator the nodes share, the lease, the mode, the VIP.
 
 Absent, the node runs alone. Its checks that span several keys (a coordinator's settings
-given for the other coordinator, a VIP in active-active mode, an etcd lease that is not
-whole seconds) are written once here and run both by the model and by the loader's
-cross-field pass (:func:`cluster_problems`), which sees them even when another field of
-the section failed.
+given for the other coordinator, a VIP or failback in active-active mode, an etcd lease
+that is not whole seconds) are written once here and run both by the model and by the
+loader's cross-field pass (:func:`cluster_problems`), which sees them even when another
+field of the section failed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ DEFAULT_ETCD_ENDPOINT = "http://127.0.0.1:2379"
 # second the remaining third (the margin for a paused process, a busy machine and the
 # step-down itself) would be under 170 ms.
 MIN_LEASE_TTL = 0.5
+DEFAULT_PRIORITY = 100  # keepalived's default priority
 
 IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -144,6 +145,10 @@ class ClusterConfig(_Model):
     lease_ttl: Duration = 2.0
     mode: Literal["active-passive", "active-active"] = "active-passive"
     vip: VipConfig | None = None
+    # Failback: a node with preempt on takes the lead back from a leader of lower priority
+    # (keepalived's priority and preempt; its default is to preempt, ours is to stay).
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=255)
+    preempt: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -172,9 +177,14 @@ def cluster_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     elif ttl is not None and coordinator == "etcd" and ttl != math.floor(ttl):
         problems.append((("lease_ttl",), "etcd grants leases in whole seconds, "
                                          f"got {format_duration(ttl)}"))
-    if data.get("mode") == "active-active" and data.get("vip") is not None:
-        problems.append((("vip",), "only with mode: active-passive "
-                                   "(in active-active every node serves its own addresses)"))
+    if data.get("mode") == "active-active":
+        if data.get("vip") is not None:
+            problems.append((("vip",), "only with mode: active-passive "
+                                       "(in active-active every node serves its own addresses)"))
+        for key in ("preempt", "priority"):
+            if key in data:
+                problems.append(((key,), "only with mode: active-passive "
+                                         "(in active-active nobody leads)"))
     return problems
 
 
