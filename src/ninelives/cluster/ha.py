@@ -278,8 +278,7 @@ class HaLoop:
                 self._lost_because = self._renew_error = ""
                 self._renew_failed_at = None
             else:
-                self._holder = Holder.of(
-                    await self._call("get", self.coordinator.get(LEADER_KEY)))
+                self._holder = Holder.of(await self._read_leader())
             return self.clock()
         if action is Action.PROMOTE:
             self._set_role(Role.LEADER, decision.reason)
