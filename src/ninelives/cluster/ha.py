@@ -226,8 +226,7 @@ class HaLoop:
         if self._lease is None and self.role is Role.FOLLOWER:
             self._holder = Holder.of(await self._read_leader())
             if self._holder is None:  # about to take the lead: is it promised to another?
-                entry = await self._call("get", self.coordinator.get(SWITCHOVER_KEY))
-                self._handover = parse_handover(entry.value if entry is not None else None)
+                await self._read_handover()
         now = self.clock()
         not_ready = self.ready()
         if not_ready is not None:
@@ -325,6 +324,10 @@ class HaLoop:
             self._holder_ttl = (entry.lease_id, ttl)
         self._renewal = Renewal(entry.version, seen_at, self._holder_ttl[1])
         return entry
+
+    async def _read_handover(self) -> None:
+        entry = await self._call("get", self.coordinator.get(SWITCHOVER_KEY))
+        self._handover = parse_handover(entry.value if entry is not None else None)
 
     async def _revoke_unrenewed(self) -> None:
         entry = self._entry
@@ -440,8 +443,7 @@ class HaLoop:
             try:
                 async with self.coordinator.watch(key) as changes:
                     if key == SWITCHOVER_KEY:
-                        entry = await self._call("get", self.coordinator.get(key))
-                        self._handover = parse_handover(entry.value if entry else None)
+                        await self._read_handover()
                         wake.set()
                     async for change in changes:
                         if change.key == SWITCHOVER_KEY:
