@@ -7,11 +7,20 @@ BIN = $(VENV)/bin
 
 .PHONY: demo test bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Installed as a user gets it (not editable): the HTTP data plane compiled with mypyc,
+# which wants a C compiler and Python's headers (without them it stays pure Python; see
+# setup.py). Any change under src/ installs again, so the tests run this checkout's code.
+SOURCES := pyproject.toml setup.py $(shell find src -name '*.py' -o -name '*.typed')
+
+$(BIN)/.installed: $(SOURCES)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	@command -v cc >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q gcc || true; }
+	@test -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
+		|| { apt-get update -qq && apt-get install -y -q $(PYTHON)-dev || true; }
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q '.[dev]'
+	@$(BIN)/ninelives --version
 	touch $@
 
 demo: $(BIN)/.installed

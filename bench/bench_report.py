@@ -146,6 +146,7 @@ def render(results: Results) -> str:
         f"load average (1 min) at start and end: {load[0]}, {load[1]}"
         f" on {results.settings.get('cpus')} CPUs"
     )
+    out.append(f"{results.settings.get('ninelives')}; {results.settings.get('haproxy')}")
     if results.failures:
         out += ["", "failures:", *(f"- {f}" for f in results.failures)]
     return "\n".join(out)

@@ -27,7 +27,13 @@ from bench_load import parse_wrk, run_wrk
 from bench_memory import measure_memory, tree_rss_kib
 from bench_procs import Proc, Processes, StartupError, free_port, raise_nofile
 from bench_report import PROTOCOLS, PROXIES, Results, render
-from bench_servers import ensure_packages, start_haproxy, start_nginx, start_ninelives
+from bench_servers import (
+    ensure_packages,
+    ninelives_command,
+    start_haproxy,
+    start_nginx,
+    start_ninelives,
+)
 
 WARMUP_S = 1
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -87,6 +93,11 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> Results:
                 ["haproxy", "-v"], capture_output=True, text=True, check=False
             ).stdout.splitlines()[0],
             "python": sys.version.split()[0],
+            # compiled (mypyc) or pure Python: see setup.py
+            "ninelives": subprocess.run(
+                [*ninelives_command(), "--version"], capture_output=True, text=True,
+                check=False,
+            ).stdout.strip(),
             "loadavg_start": load_start,
         }
     )

@@ -18,6 +18,26 @@ from tests.support.netlab import Lab, built_lab  # noqa: E402
 from tests.support.node import Harness, Process  # noqa: E402
 
 HARNESS = pytest.StashKey[Harness]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite tests the installed package (compiled as a user gets it): it must be this
+    checkout's code, not an install from before the last edit."""
+    import ninelives
+
+    installed = Path(ninelives.__file__).resolve().parent
+    source = Path(_ROOT) / "src" / "ninelives"
+    if installed == source:
+        return  # an editable install runs the source itself
+    stale = [
+        str(path.relative_to(source)) for path in sorted(source.rglob("*.py"))
+        if not (installed / path.relative_to(source)).is_file()
+        or (installed / path.relative_to(source)).read_bytes() != path.read_bytes()
+    ]
+    if stale:
+        pytest.exit(f"the installed ninelives ({installed}) is not this checkout's src/ "
+                    f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''} differ): "
+                    f"run `make .venv/bin/.installed` first", returncode=4)
 # Processes a test uses that its own harness did not start (a module's etcd, say).
 SHARED_PROCESSES = pytest.StashKey[list[Process]]()
 

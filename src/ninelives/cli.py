@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ninelives import __version__
+from ninelives.http import build as http_build
 
 if TYPE_CHECKING:
     from ninelives.client import AdminClient
@@ -23,7 +24,10 @@ TOKEN_HELP = "admin token (default: $NINELIVES_TOKEN)"
 
 
 @click.group()
-@click.version_option(__version__, prog_name="ninelives")
+@click.version_option(
+    __version__, prog_name="ninelives",
+    message=f"%(prog)s %(version)s (data plane: {http_build()})",
+)
 def main() -> None:
     """High availability for any TCP or HTTP service."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ninelives.pool import LatencyHistogram
 
@@ -68,10 +68,17 @@ class Binding:
         return bound_addresses(self.server) if self.server is not None else []
 
 
+def sockets(server: asyncio.Server) -> list[socket.socket]:
+    """The server's listening sockets. uvloop gives a list where asyncio's types say a
+    tuple: read untyped, or the compiled module (see setup.py) would refuse it."""
+    found: Any = cast(Any, server).sockets
+    return list(found)
+
+
 def bound_addresses(server: asyncio.Server) -> list[str]:
     """The real bound addresses (a port 0 resolved), as ``host:port`` / ``[v6]:port``."""
     out = []
-    for sock in server.sockets:
+    for sock in sockets(server):
         host, port = sock.getsockname()[:2]
         out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return out
@@ -90,7 +97,7 @@ def answer_from_a_vip_gone(server: asyncio.Server) -> str | None:
     lets it send from any address; it changes nothing for what the socket accepts. It needs
     CAP_NET_ADMIN, as adding the VIP does. Returns why it could not be set, else None.
     """
-    for sock in server.sockets:
+    for sock in sockets(server):
         level, option = ((socket.IPPROTO_IPV6, IPV6_TRANSPARENT) if sock.family == socket.AF_INET6
                          else (socket.SOL_IP, socket.IP_TRANSPARENT))
         try:

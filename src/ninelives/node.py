@@ -25,6 +25,7 @@ from ninelives.cluster.shared import SharedState
 from ninelives.config import Config, ConfigError, ReloadError, load_config
 from ninelives.events import Event, EventLog
 from ninelives.health import HealthChecker
+from ninelives.http import build as http_build
 from ninelives.http.context import HttpContext
 from ninelives.http.idle import close_idle_clients, close_idle_upstreams, expire_responses
 from ninelives.listener import Binding, ListenerStats
@@ -324,6 +325,7 @@ async def serve(config: Config, config_path: Path | None = None) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
     log.info("%s", line)
+    log.info("data plane: %s", http_build())
     await node.wait()
     log.info("stopping: finishing in-flight requests (deadline %ss)", SHUTDOWN_DEADLINE)
     await node.shutdown()
