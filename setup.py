@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 # What a request runs through, and the objects it touches (pools, servers, listener
 # counters), so that their attributes are read as C struct fields.
 COMPILED = [
+    "src/ninelives/balance.py",
     "src/ninelives/http/context.py",
     "src/ninelives/http/downstream.py",
     "src/ninelives/http/exchange.py",

@@ -63,7 +63,7 @@ class Downstream(asyncio.Protocol):
         "pos", "ref", "ref_pos", "sync", "head_end", "partial", "receiving", "body_parts",
         "on_body", "begun", "on_message_begin", "current", "pending", "paused", "closed",
         "closing", "tunnel", "upgrade_buffer", "swept_pos", "quiet_since", "seen_head",
-        "seen_fields",
+        "seen_fields", "seen_method", "seen_http11", "seen_keep_alive",
     )
 
     def __init__(self, ctx: HttpContext) -> None:
@@ -103,10 +103,14 @@ class Downstream(asyncio.Protocol):
         # idleness is found by the sweep without a clock read per socket read.
         self.swept_pos = 0
         self.quiet_since = 0.0
-        # The last request head scanned and what the scan found: clients repeat their
-        # heads often, and comparing bytes costs a fraction of scanning them.
+        # The last request head scanned and what the scan and llhttp found (all of it
+        # follows from the head's bytes): clients repeat their heads often, and comparing
+        # bytes costs a fraction of scanning them and of asking llhttp.
         self.seen_head = b""
         self.seen_fields = PLAIN_REQUEST
+        self.seen_method = b""
+        self.seen_http11 = True
+        self.seen_keep_alive = True
 
     # -- connection events -----------------------------------------------------------------
 
@@ -248,14 +252,18 @@ class Downstream(asyncio.Protocol):
             return
         self.head_end = self.ref_pos + end
         head = ref[start:end]
-        if head == self.seen_head:
-            fields = self.seen_fields
-        else:
-            fields = self.seen_fields = scan_request(head)
+        if head != self.seen_head:
+            self.seen_fields = scan_request(head)
+            self.seen_method = parser.get_method()
+            line_end = head.index(b"\r\n")
+            self.seen_http11 = head[line_end - 3 : line_end] == b"1.1"
+            self.seen_keep_alive = parser.should_keep_alive()
             self.seen_head = head
+        fields = self.seen_fields
+        now = self.loop.time()
         ex = Exchange(
-            head, fields, parser.get_method(), parser.should_keep_alive() and not self.closing,
-            self.loop.time(),
+            head, fields, self.seen_method, self.seen_http11,
+            self.seen_keep_alive and not self.closing, now,
         )
         if fields.upgrade is not None and parser.should_upgrade():
             ex.upgrade = True
@@ -264,7 +272,7 @@ class Downstream(asyncio.Protocol):
         self.receiving = ex
         if self.current is None:
             self.current = ex
-            self.dispatch(ex)
+            self.dispatch(ex, None, now)
         else:
             self.pending.append(ex)
             self.pause(PAUSE_PIPELINE)
@@ -315,8 +323,9 @@ class Downstream(asyncio.Protocol):
 
     # -- answering -------------------------------------------------------------------------
 
-    def dispatch(self, ex: Exchange, server: Server | None = None) -> None:
-        """Send ``ex`` to ``server``, or (a new request) to the server its pool chooses."""
+    def dispatch(self, ex: Exchange, server: Server | None = None, now: float = 0.0) -> None:
+        """Send ``ex`` to ``server``, or (a new request) to the server its pool chooses.
+        ``now``: the loop's time, when the caller has just read it."""
         if server is None:
             self.stats.requests += 1
             ctx = self.ctx
@@ -337,7 +346,7 @@ class Downstream(asyncio.Protocol):
         while idle:
             upstream: Upstream = idle.pop()
             if not upstream.closed:
-                self.send_request(ex, upstream)
+                self.send_request(ex, upstream, now)
                 return
         self.loop.create_task(self.connect(ex, server))
 
@@ -361,8 +370,9 @@ class Downstream(asyncio.Protocol):
                 key = cookie_value(cookies, pool.hash_name)
         return pool.pick(key)
 
-    def send_request(self, ex: Exchange, upstream: Upstream) -> None:
-        """Send ``ex`` on ``upstream``, which carries it from now until its response ends."""
+    def send_request(self, ex: Exchange, upstream: Upstream, now: float = 0.0) -> None:
+        """Send ``ex`` on ``upstream``, which carries it from now until its response ends
+        (``now``: the loop's time, if the caller has just read it)."""
         upstream.ex = ex
         upstream.down = self
         upstream.uses += 1
@@ -375,7 +385,7 @@ class Downstream(asyncio.Protocol):
         ex.upstream = upstream
         if ex.complete:
             # The whole request is sent with its head: its response head is due from now.
-            ex.deadline = self.loop.time() + upstream.server.pool.response_timeout
+            ex.deadline = (now or self.loop.time()) + upstream.server.pool.response_timeout
         fields = ex.fields
         if fields.plain and ex.http11:
             head = ex.head[:-2] + self.forwarded

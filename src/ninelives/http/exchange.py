@@ -25,14 +25,13 @@ class Exchange:
     )
 
     def __init__(
-        self, head: bytes, fields: RequestFields, method: bytes, keep_alive: bool,
-        started: float,
+        self, head: bytes, fields: RequestFields, method: bytes, http11: bool,
+        keep_alive: bool, started: float,
     ) -> None:
         self.head = head  # the raw request head as the client sent it (llhttp accepted it)
         self.fields = fields
         self.method = method
-        line_end = head.index(b"\r\n")
-        self.http11 = head[line_end - 3 : line_end] == b"1.1"
+        self.http11 = http11
         self.keep_alive = keep_alive
         self.upgrade = False  # a real upgrade request (Connection: upgrade + Upgrade)
         # Request body bytes (already framed for the server) not yet written to it: the

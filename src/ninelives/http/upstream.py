@@ -46,7 +46,8 @@ class Upstream(asyncio.Protocol):
         "awaiting_head", "fields", "framing", "head", "status", "closed", "reset_parser",
         "body_due",
         "reads_paused", "tunnel", "uses", "body_parts", "on_body", "idle_since", "reads",
-        "swept_reads", "quiet_since", "seen_head", "seen_fields",
+        "swept_reads", "quiet_since", "seen_head", "seen_fields", "seen_status",
+        "seen_keep_alive", "keep_alive",
     )
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -82,11 +83,17 @@ class Upstream(asyncio.Protocol):
         self.reads = 0
         self.swept_reads = 0
         self.quiet_since = 0.0
-        # The last head scanned on this connection and what the scan found: a server tends
-        # to send the same head again (only Date changes, once a second), and comparing
-        # bytes costs a fraction of scanning them.
+        # The last head scanned on this connection and what the scan and llhttp found (all
+        # of it follows from the head's bytes): a server tends to send the same head again
+        # (only Date changes, once a second), and comparing bytes costs a fraction of
+        # scanning them and of asking llhttp.
         self.seen_head = b""
         self.seen_fields = UNSEEN
+        self.seen_status = 0
+        self.seen_keep_alive = False
+        # The server keeps the connection open after this response (llhttp's answer for
+        # its head, which knows the version, Connection and the framing).
+        self.keep_alive = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -243,12 +250,15 @@ class Upstream(asyncio.Protocol):
             self.partial = None
         end = self.head_at = data.index(b"\r\n\r\n", start) + 4
         head = data[start:end]
-        status = self.status = self.parser.get_status_code()
-        if head == self.seen_head:
-            fields = self.seen_fields
-        else:
-            fields = self.seen_fields = scan(head)
+        if head != self.seen_head:
+            parser = self.parser
+            self.seen_fields = scan(head)
+            self.seen_status = parser.get_status_code()
+            self.seen_keep_alive = parser.should_keep_alive()
             self.seen_head = head
+        fields = self.seen_fields
+        status = self.status = self.seen_status
+        self.keep_alive = self.seen_keep_alive
         if (
             fields.passthrough and status in BODY_STATUSES and ex.keep_alive and ex.http11
             and not ex.is_head and not ex.set_cookie and not down.closing
@@ -389,7 +399,7 @@ class Upstream(asyncio.Protocol):
         now = self.loop.time()
         if (
             ex.complete and not self.closed
-            and self.parser.should_keep_alive() and not self.transport.is_closing()
+            and self.keep_alive and not self.transport.is_closing()
         ):
             self.idle_since = now
             self.server.idle.append(self)
