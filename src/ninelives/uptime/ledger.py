@@ -10,7 +10,8 @@ entity's id, and each entity's open interval.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -86,9 +87,7 @@ class Ledger:
     def resume(self, node: str, served: Coverage | None, now: float) -> Resumed:
         """Account for the time the node was not running, in one transaction (which also
         reads what is kept in memory, so nothing written before it is missed)."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._committing(now) as conn:
             self.load()
             heartbeat = schema.get_meta(conn, "heartbeat")
             stopped = schema.get_meta(conn, "stopped")
@@ -106,14 +105,7 @@ class Ledger:
                 self._stop_all(node, last, resumed.reason)
                 if served is not None:
                     self._served_meanwhile(served, now)
-            self._writes.write(conn)
             schema.set_meta(conn, "stopped", None)
-            schema.set_meta(conn, "heartbeat", now)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return resumed
 
     # -- the writer's transactions ----------------------------------------------------------------
@@ -122,11 +114,9 @@ class Ledger:
         """Apply ``items`` and the heartbeat ``now`` in one transaction; how many items were
         recorded, and the ids of the flushes among them. Raises sqlite3.Error (nothing
         applied; call :meth:`load` before the next)."""
-        conn = self.conn
         flushes: list[int] = []
         applied = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._committing(now) as conn:
             for item in items:
                 tag = item[0]
                 if tag == EVENT:
@@ -152,14 +142,23 @@ class Ledger:
                 else:
                     continue  # CLOSE
                 applied += 1
+        return applied, flushes
+
+    @contextmanager
+    def _committing(self, heartbeat: float) -> Iterator[sqlite3.Connection]:
+        """One write transaction: the interval rows the block queued are written at its
+        end, with the heartbeat; nothing of it stays if the block raises."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
             self._writes.write(conn)
-            schema.set_meta(conn, "heartbeat", now)
+            schema.set_meta(conn, "heartbeat", heartbeat)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return applied, flushes
 
     def housekeeping(self, now: float, retention: float) -> None:
         """Retention and compaction in one transaction. Raises sqlite3.Error."""
