@@ -185,30 +185,30 @@ class UptimeStore:
                 time.sleep(LOCK_POLL)
 
     def _start_writer(self, lock: int) -> None:
-        to_writer, from_node = os.pipe()
-        from_writer, to_node = os.pipe()
+        writer_reads, node_writes = os.pipe()
+        node_reads, writer_writes = os.pipe()
         root = str(Path(ninelives.__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             self._writer = subprocess.Popen(
                 [sys.executable, "-m", "ninelives.uptime.writer", str(self.path),
-                 repr(self.retention), repr(self.clock()), str(to_writer), str(to_node),
+                 repr(self.retention), repr(self.clock()), str(writer_reads), str(writer_writes),
                  str(lock)],
-                pass_fds=(to_writer, to_node, lock), stdin=subprocess.DEVNULL,
+                pass_fds=(writer_reads, writer_writes, lock), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env,
             )
         except BaseException:
-            os.close(from_node)
-            os.close(from_writer)
+            os.close(node_writes)
+            os.close(node_reads)
             raise
         finally:
-            os.close(to_writer)  # the writer's ends: its own copies are all that remain
-            os.close(to_node)
+            os.close(writer_reads)  # the writer's ends: its own copies are all that remain
+            os.close(writer_writes)
         self._threads = [
-            threading.Thread(target=self._feed, args=(from_node,), name="uptime-feeder",
+            threading.Thread(target=self._feed, args=(node_writes,), name="uptime-feeder",
                              daemon=True),
-            threading.Thread(target=self._hear, args=(from_writer,), name="uptime-acks",
+            threading.Thread(target=self._hear, args=(node_reads,), name="uptime-acks",
                              daemon=True),
         ]
         for thread in self._threads:
