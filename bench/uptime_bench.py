@@ -14,7 +14,7 @@ Not a test. Run: ``.venv/bin/python bench/uptime_bench.py`` (``--servers``, ``--
   left them after a year of samples: every bucket of every resolution still kept;
 - a weekly maintenance window (Sunday 02:00 UTC, 1h) for everything.
 
-The transitions go through :class:`UptimeStore` itself (its writer thread, in batches), so
+The transitions go through :class:`UptimeStore` itself (its writer process, in batches), so
 the time to record them is measured too; the request buckets are inserted directly. Then
 housekeeping runs (compaction of intervals older than a week), and the report for 1 year
 over every entity is built the way ``GET /v1/uptime?window=1y`` builds it (read, compute,

@@ -6,7 +6,7 @@ the servers of the pool ``flappers`` on the node's own event log at ``--rate`` a
 (``up -> down -> up``, as a server failing and passing its checks would), and SIGUSR2 stops
 it. Each goes the way a real transition goes: ``EventLog.publish`` (logged, kept for
 ``/v1/events``, handed to the subscribers: the uptime store's, which enqueues it, and the
-SLO watch's), then the store's writer thread commits it. Only the health checks that
+SLO watch's), then the store's writer process commits it. Only the health checks that
 would have caused them are left out, so what is measured is the recording.
 
     python bench/uptime_flood_node.py CONFIG [--rate 10000]

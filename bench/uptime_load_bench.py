@@ -11,7 +11,8 @@ of the flappers on the node's event log while told to (SIGUSR1 on, SIGUSR2 off).
 "``--rate`` transitions a second" (the order swapped every round), and it prints the
 throughput of each, the ratio of the means, the transitions the store committed per
 second (interval rows, read from the database by another connection) and the CPU time of
-the node's event loop thread and of its other threads (the store's writer) per round.
+the node's event loop thread, of its other threads (the store's feeder) and of the
+store's writer process per round.
 On a machine shared with other work the rounds spread widely: take the median of the
 rounds' ratios, and many rounds.
 """
@@ -100,15 +101,22 @@ def settle(db: Path, on: bool, rate: float) -> None:
     raise StartupError(f"the store did not settle within {SETTLE_DEADLINE_S}s (on={on})")
 
 
-def cpu_s(pid: int) -> tuple[float, float]:
-    """CPU seconds (user + system) of the process, and of its main thread (the event loop;
-    the others are the store's writer and idle workers)."""
+def cpu_s(pid: int) -> tuple[float, float, float]:
+    """CPU seconds (user + system) of the process, of its main thread (the event loop; the
+    others are the store's feeder and idle workers), and of its children (the store's
+    writer process)."""
 
     def read(stat: str) -> float:
-        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a child that just exited
+            return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    return read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat")
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    return (read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat"),
+            sum(read(f"/proc/{child}/stat") for child in children))
 
 
 def main() -> int:
@@ -139,12 +147,13 @@ def main() -> int:
                 os.kill(proc.pid, signal.SIGUSR1 if mode == "on" else signal.SIGUSR2)
                 if not (args.publish_only and mode == "on"):  # nothing to see in the store
                     settle(db, mode == "on", args.rate)
-                rows_before, (cpu_before, loop_before) = intervals_recorded(db), cpu_s(proc.pid)
+                rows_before = intervals_recorded(db)
+                cpu_before, loop_before, writer_before = cpu_s(proc.pid)
                 began = time.monotonic()
                 result = parse_wrk(run_wrk(port, args.duration, args.connections),
                                    "ninelives", mode, round_no)
                 elapsed = time.monotonic() - began
-                cpu_after, loop_after = cpu_s(proc.pid)
+                cpu_after, loop_after, writer_after = cpu_s(proc.pid)
                 row = {
                     "requests_per_s": result.requests_per_s,
                     "p99_ms": result.p99_ms,
@@ -153,13 +162,15 @@ def main() -> int:
                     "loop_cpu_s_per_s": (loop_after - loop_before) / elapsed,
                     "other_cpu_s_per_s": (cpu_after - loop_after - cpu_before + loop_before)
                     / elapsed,
+                    "writer_cpu_s_per_s": (writer_after - writer_before) / elapsed,
                 }
                 rows[mode].append(row)
                 print(f"round {round_no} transitions {mode:>3}: "
                       f"{row['requests_per_s']:>9,.0f} req/s, p99 {row['p99_ms']:.2f} ms, "
                       f"{row['transitions_per_s']:>7,.0f} transitions/s committed, "
                       f"CPU s/s: loop {row['loop_cpu_s_per_s']:.2f}, "
-                      f"other threads {row['other_cpu_s_per_s']:.2f}; errors {row['errors']}",
+                      f"other threads {row['other_cpu_s_per_s']:.2f}, "
+                      f"writer process {row['writer_cpu_s_per_s']:.2f}; errors {row['errors']}",
                       file=sys.stderr)
                 if not proc.alive():
                     raise StartupError(f"ninelives exited:\n{proc.log_tail()}")
@@ -193,6 +204,8 @@ def main() -> int:
             1e6 * mean("on", "loop_cpu_s_per_s") / mean("on", "requests_per_s"), 1),
         "other_threads_cpu_without": round(mean("off", "other_cpu_s_per_s"), 3),
         "other_threads_cpu_with": round(mean("on", "other_cpu_s_per_s"), 3),
+        "writer_process_cpu_without": round(mean("off", "writer_cpu_s_per_s"), 3),
+        "writer_process_cpu_with": round(mean("on", "writer_cpu_s_per_s"), 3),
         "p99_ms_without": round(mean("off", "p99_ms"), 2),
         "p99_ms_with": round(mean("on", "p99_ms"), 2),
         "errors": sum(int(r["errors"]) for mode in rows.values() for r in mode),

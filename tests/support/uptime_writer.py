@@ -1,5 +1,6 @@
 """A process that records into an uptime store as fast as it can and prints every commit
-(``committed N``): the kill -9 test kills it in the middle of writing.
+(``committed N``), after a first line ``ready writer PID`` (its store's writer process):
+the kill -9 test kills it in the middle of writing.
 
 Item ``n`` (from 1) is a request sample of one 2xx for ``app/r{ROUND}`` when ``n`` is a
 multiple of 10, else an event whose reason is ``r{ROUND} event {n}``, so the test can tell
@@ -28,7 +29,7 @@ def main() -> None:
     # No gap between commits: many transactions of every size for the kills to land in.
     store = UptimeStore(path, on_commit=committed, commit_gap=0.0)
     store.open("writer")
-    sys.stdout.write("ready\n")
+    sys.stdout.write(f"ready writer {store.writer_pid}\n")
     sys.stdout.flush()
     n = 0
     while True:

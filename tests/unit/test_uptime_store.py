@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -352,3 +354,34 @@ def test_after_a_kill_the_time_another_node_served_is_not_down(
     assert (elsewhere.state, elsewhere.start, elsewhere.end) == ("elsewhere", T0 + 30, None)
     assert elsewhere.reason.endswith("; lb-2 served meanwhile")
     assert got["node", "lb-1"][-1].state == "down"
+
+
+def test_a_writer_that_dies_is_reported_and_recording_goes_on_without_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = UptimeStore(tmp_path / "uptime.db")
+    store.open("lb-1")
+    try:
+        store.record(event(1, T0, "server", "app/a1", "unchecked", "up", "ok"))
+        assert store.flush()
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: store.last_error, timeout=10, message="the writer's death noticed")
+        assert store.last_error.startswith("the writer process exited (-9)")
+        assert "the writer process exited" in caplog.text
+        store.record(event(2, T0 + 1, "server", "app/a1", "up", "down", "ignored"))  # no error
+        assert store.flush(timeout=1) is False
+        assert store.recorded == 1
+    finally:
+        store.close()
+    assert [i.reason for i in intervals(store, T0, T0 + 10)["server", "app/a1"]] == ["ok"]
+
+
+def test_the_writer_exits_when_the_node_closes_its_input(tmp_path: Path) -> None:
+    store = UptimeStore(tmp_path / "uptime.db")
+    store.open("lb-1")
+    pid = store.writer_pid
+    store.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid or 0, os.WNOHANG)  # exited and reaped by close

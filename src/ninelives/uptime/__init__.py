@@ -2,7 +2,10 @@
 the availability it adds up to over any window.
 
 - :mod:`~ninelives.uptime.store` records state intervals and request counts in SQLite, off
-  the event loop (:mod:`~ninelives.uptime.schema` has the tables and the reads);
+  the event loop: the node's side queues them and sends them in batches
+  (:mod:`~ninelives.uptime.wire`) to a writer process (:mod:`~ninelives.uptime.writer`),
+  which applies them (:mod:`~ninelives.uptime.ledger`); :mod:`~ninelives.uptime.schema`
+  has the tables and the reads;
 - :mod:`~ninelives.uptime.recorder` is the node's side: what it records and when;
 - :mod:`~ninelives.uptime.availability` (pure) turns intervals into availability,
   incidents, MTBF and MTTR; :mod:`~ninelives.uptime.maintenance` (pure) says when planned

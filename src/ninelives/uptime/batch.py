@@ -2,16 +2,16 @@
 
 Recording a transition ends the entity's open interval and opens the next. Done one
 statement at a time, that is an UPDATE and an INSERT per transition, each a Python call
-into sqlite3 holding the GIL, which the event loop then waits for: at 10,000 transitions
-a second it cost the data plane more than half of its throughput. Here a transition only
-changes Python lists; at the end of the transaction the new rows go in with multi-row
-INSERTs and the ends of rows from earlier transactions with multi-row UPDATEs, up to
-:data:`MAX_ROWS` rows a statement. Not ``executemany``: sqlite3 releases the GIL around
-every row's step and must take it back after each, and while the event loop holds it
-each take-back waits for a forced switch; one statement for many rows asks once. Row ids
-are given here, from the largest one in the table, so a row can be ended in the same
-batch that opened it without asking the database: under a burst most rows are inserted
-already closed.
+into sqlite3: when the writer was a thread of the node, sharing the GIL with the event
+loop, at 10,000 transitions a second that cost the data plane more than half of its
+throughput; in the writer process it is still CPU taken from a 2-core machine. Here a
+transition only changes Python lists; at the end of the transaction the new rows go in
+with multi-row INSERTs and the ends of rows from earlier transactions with multi-row
+UPDATEs, up to :data:`MAX_ROWS` rows a statement. Not ``executemany``: sqlite3 releases
+the GIL around every row's step and takes it back after each; one statement for many rows
+asks once. Row ids are given here, from the largest one in the table, so a row can be
+ended in the same batch that opened it without asking the database: under a burst most
+rows are inserted already closed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The uptime database: its tables, how a connection is opened, and the reads.
 
-One SQLite file (``uptime.db`` under ``node.state_dir``) in WAL mode: the writer thread
-(:mod:`ninelives.uptime.store`) commits while readers (``GET /v1/uptime``, in a worker
+One SQLite file (``uptime.db`` under ``node.state_dir``) in WAL mode: the writer process
+(:mod:`ninelives.uptime.writer`) commits while readers (``GET /v1/uptime``, in a worker
 thread) read a consistent snapshot without waiting for it or blocking it.
 
 Durability: ``synchronous=FULL``. In WAL mode ``NORMAL`` already survives the death of the
@@ -9,7 +9,7 @@ process (a committed transaction is in the WAL file, in the OS page cache, whate
 to the process) and never corrupts the database, but a power cut or kernel crash can roll
 back the last transactions. With ``FULL`` every commit is fsynced before it is reported as
 recorded, so "recorded" holds against power loss too. The cost is one fsync per commit,
-paid by the writer thread, not the event loop, and shared by everything a commit batches.
+paid by the writer process, not the event loop, and shared by everything a commit batches.
 
 Tables:
 
