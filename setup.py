@@ -22,8 +22,9 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-# What a request runs through, and the objects it touches (pools, servers, listener
-# counters), so that their attributes are read as C struct fields.
+# What a request or a TCP connection runs through, and the objects it touches (pools,
+# servers, balancers, listener counters), so that their attributes are read as C struct
+# fields.
 COMPILED = [
     "src/ninelives/balance.py",
     "src/ninelives/http/context.py",
@@ -35,6 +36,7 @@ COMPILED = [
     "src/ninelives/http/upstream.py",
     "src/ninelives/listener.py",
     "src/ninelives/pool.py",
+    "src/ninelives/tcp.py",
 ]
 
 
