@@ -120,7 +120,7 @@ class Ledger:
             for item in items:
                 tag = item[0]
                 if tag == EVENT:
-                    _, _, at, kind, entity, old, new, reason = item
+                    _, at, kind, entity, old, new, reason = item
                     if kind in INTERVAL_KINDS:
                         self._transition(kind, entity, new, reason, at)
                     else:

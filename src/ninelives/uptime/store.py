@@ -303,7 +303,8 @@ class UptimeStore:
                 self._idle = False
                 self._wake.clear()
                 batch = [items.popleft() for _ in range(min(len(items), MAX_BATCH))]
-                wire = [(EVENT, *i) if type(i) is Event else i for i in batch]
+                wire = [(EVENT, i.time, i.kind, i.entity, i.old, i.new, i.reason)
+                        if type(i) is Event else i for i in batch]
                 last_sent = time.monotonic()
                 send(fd, marshal.dumps((self.clock(), wire)))
                 self._sent += sum(1 for item in wire if item[0] <= STOP)

@@ -9,7 +9,7 @@ nanoseconds an item. A frame is its length (4 bytes, big-endian) and the bytes.
 
 Items (``at``, ``time``: seconds since the epoch):
 
-- ``(EVENT, id, time, kind, entity, old, new, reason)``: an :class:`~ninelives.events.Event`;
+- ``(EVENT, time, kind, entity, old, new, reason)``: an :class:`~ninelives.events.Event`;
 - ``(TRANSITION, kind, entity, state, reason, at)``: a state the store records itself;
 - ``(SAMPLE, at, ((kind, name, counts), ...))``: requests counted since the last sample;
 - ``(RETIRE, keep, kinds, at)``: entities of ``kinds`` not in ``keep`` are gone;
