@@ -15,6 +15,7 @@ alone would import the shared library that failed to build.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ class OptionalBuildExt(build_ext):
 
 
 def extensions() -> list[object]:
+    # pip builds in the source tree: what an earlier build left in build/lib would go
+    # into this wheel too (a module since dropped from COMPILED, compiled from old code).
+    shutil.rmtree(HERE / "build", ignore_errors=True)
     reason = pure_reason()
     if reason:
         print(f"ninelives: the data plane stays pure Python: {reason}", file=sys.stderr)
