@@ -385,3 +385,17 @@ def test_the_writer_exits_when_the_node_closes_its_input(tmp_path: Path) -> None
     store.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid or 0, os.WNOHANG)  # exited and reaped by close
+
+
+def test_the_writer_runs_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
+    store = UptimeStore(tmp_path / "uptime.db")
+    store.open("lb-1")
+    try:
+        assert store.flush()  # the writer has answered: it is past its start
+        pid = store.writer_pid
+        assert pid is not None
+        # /proc/PID/stat field 19 is the nice value; the comm field may hold spaces.
+        nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        assert nice == min(19, os.nice(0) + 19)
+    finally:
+        store.close()
