@@ -11,7 +11,10 @@ With ``--retry-connect S`` a request whose connection could not be made (refused
 out, no route) is tried again on a new connection for up to S seconds, as a client with
 connection retry does; the line then counts the connects (``ok b1 connects=3``). Only a
 request that failed after its connection was made, or that found no connection within S
-seconds, is a ``fail``. The probe stops by itself after ``--stop-after`` seconds.
+seconds, is a ``fail``. With ``--retry-reset`` as well, a request whose connection was
+reset before any byte of an answer came is sent once more on a new connection, as a client
+that retries an idempotent request does (urllib3's read retries); the line then says
+``resets=1``. The probe stops by itself after ``--stop-after`` seconds.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import time
 
 
 def attempt(host: str, port: int, timeout: float, retry_connect: float = 0.0,
-            pause: float = 0.01, answer_timeout: float | None = None) -> str:
+            pause: float = 0.01, answer_timeout: float | None = None,
+            retry_reset: bool = False) -> str:
     """One request on a new connection; its connect retried for ``retry_connect`` seconds,
     ``pause`` apart; ``answer_timeout`` (default ``timeout``) for the answer once
-    connected."""
+    connected; with ``retry_reset``, sent once more after a reset before any answer."""
     give_up = time.monotonic() + retry_connect
-    connects = 0
+    connects = resets = 0
     while True:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         connects += 1
@@ -42,15 +46,28 @@ def attempt(host: str, port: int, timeout: float, retry_connect: float = 0.0,
                 return f"fail connect {type(exc).__name__}"
             if answer_timeout is not None and conn.sock is not None:
                 conn.sock.settimeout(answer_timeout)
-            return request(conn) + (f" connects={connects}" if retry_connect else "")
+            outcome = request(conn)
+            if outcome == RESET_BEFORE_ANSWER and retry_reset and not resets:
+                resets += 1
+                continue
+            return (outcome + (f" connects={connects}" if retry_connect else "")
+                    + (f" resets={resets}" if resets else ""))
         finally:
             conn.close()
+
+
+RESET_BEFORE_ANSWER = "fail ConnectionResetError before any answer"
 
 
 def request(conn: http.client.HTTPConnection) -> str:
     try:
         conn.request("GET", "/")
         response = conn.getresponse()
+    except ConnectionResetError:
+        return RESET_BEFORE_ANSWER
+    except (OSError, http.client.HTTPException) as exc:
+        return f"fail {type(exc).__name__}"
+    try:
         response.read()
         if response.status != 200:
             return f"fail HTTP {response.status}"
@@ -69,13 +86,15 @@ def main() -> None:
                         help="seconds to retry a connection that could not be made")
     parser.add_argument("--answer-timeout", type=float, default=None,
                         help="seconds to wait for the answer once connected (default: --timeout)")
+    parser.add_argument("--retry-reset", action="store_true",
+                        help="send a request reset before any answer once more")
     parser.add_argument("--stop-after", type=float, default=600.0, help="seconds to run")
     args = parser.parse_args()
     print("probe ready", flush=True)
     stop_at = time.monotonic() + args.stop_after
     while time.monotonic() < stop_at:
         outcome = attempt(args.host, args.port, args.timeout, args.retry_connect, args.pause,
-                          args.answer_timeout)
+                          args.answer_timeout, args.retry_reset)
         sys.stdout.write(f"{time.monotonic():.4f} {outcome}\n")
         sys.stdout.flush()
         time.sleep(args.pause)
