@@ -41,47 +41,42 @@ COMPILED = [
 ]
 
 
-def pure_reason() -> str:
-    """Why this build is pure Python ("" when it compiles)."""
-    if os.environ.get("NINELIVES_PURE", "") not in ("", "0"):
-        return "NINELIVES_PURE is set"
-    if any(arg.startswith("editable") for arg in sys.argv):
-        return "an editable install"
-    return ""
+# The commands that build a wheel; pip also runs this file for the metadata, which needs
+# no compiling (mypyc's type check alone takes half a minute). An editable install
+# (``editable_wheel``) is not among them: it stays pure Python.
+BUILDS = ("bdist_wheel", "build", "build_ext", "install")
+
+
+def say_pure(reason: str) -> None:
+    print(f"ninelives: the data plane stays pure Python: {reason}", file=sys.stderr)
 
 
 class OptionalBuildExt(build_ext):
     """Build the compiled modules, or none of them."""
 
     def run(self) -> None:
-        if self.editable_mode:
-            self._pure("an editable install")
-            return
         try:
             super().run()
         except Exception as exc:  # no compiler, no Python.h: the pure modules still work
-            self._pure(f"the C build failed ({type(exc).__name__}: {exc})")
-
-    def _pure(self, reason: str) -> None:
-        for ext in self.extensions:
-            built = Path(self.get_ext_fullpath(ext.name))
-            built.unlink(missing_ok=True)
-        self.extensions = []
-        print(f"ninelives: the data plane stays pure Python: {reason}", file=sys.stderr)
+            for ext in self.extensions:
+                Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
+            self.extensions = []
+            say_pure(f"the C build failed ({type(exc).__name__}: {exc})")
 
 
 def extensions() -> list[object]:
+    if not any(command in sys.argv for command in BUILDS):
+        return []
     # pip builds in the source tree: what an earlier build left in build/lib would go
     # into this wheel too (a module since dropped from COMPILED, compiled from old code).
     shutil.rmtree(HERE / "build", ignore_errors=True)
-    reason = pure_reason()
-    if reason:
-        print(f"ninelives: the data plane stays pure Python: {reason}", file=sys.stderr)
+    if os.environ.get("NINELIVES_PURE", "") not in ("", "0"):
+        say_pure("NINELIVES_PURE is set")
         return []
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
-        print(f"ninelives: the data plane stays pure Python: no mypyc ({exc})", file=sys.stderr)
+        say_pure(f"no mypyc ({exc})")
         return []
     os.chdir(HERE)
     # No settings file (its plugin would need pydantic in the build): mypyc needs the
@@ -92,8 +87,7 @@ def extensions() -> list[object]:
     try:
         return list(mypycify([*options, *COMPILED], opt_level="3", strict_dunder_typing=False))
     except (Exception, SystemExit) as exc:  # mypy found an error: it exits
-        print(f"ninelives: the data plane stays pure Python: mypyc failed ({exc!r})",
-              file=sys.stderr)
+        say_pure(f"mypyc failed ({exc!r})")
         return []
 
 
