@@ -25,7 +25,8 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 # What a request or a TCP connection runs through, and the objects it touches (pools,
 # servers, balancers, listener counters), so that their attributes are read as C struct
-# fields.
+# fields; and what the uptime store's writer process does for every transition it
+# records (the CPU it takes is taken from the data plane where cores are few).
 COMPILED = [
     "src/ninelives/balance.py",
     "src/ninelives/http/context.py",
@@ -38,6 +39,8 @@ COMPILED = [
     "src/ninelives/listener.py",
     "src/ninelives/pool.py",
     "src/ninelives/tcp.py",
+    "src/ninelives/uptime/batch.py",
+    "src/ninelives/uptime/ledger.py",
 ]
 
 

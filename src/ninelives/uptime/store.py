@@ -43,6 +43,8 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat, starmap
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,7 @@ from ninelives.uptime.wire import (
     EVENT,
     FLUSH,
     HOUSEKEEP,
+    NOT_RECORDED,
     RETIRE,
     SAMPLE,
     STOP,
@@ -302,13 +305,16 @@ class UptimeStore:
                     self._wake.wait(max(0.0, last_sent + self.heartbeat_every - time.monotonic()))
                 self._idle = False
                 self._wake.clear()
-                batch = [items.popleft() for _ in range(min(len(items), MAX_BATCH))]
+                # One pass in Python (the events to tuples); the rest is done in C: this
+                # thread holds the GIL the event loop needs while it works.
+                batch = list(starmap(items.popleft, repeat((), min(len(items), MAX_BATCH))))
                 wire = [(EVENT, i.time, i.kind, i.entity, i.old, i.new, i.reason)
                         if type(i) is Event else i for i in batch]
                 last_sent = time.monotonic()
                 send(fd, marshal.dumps((self.clock(), wire)))
-                self._sent += sum(1 for item in wire if item[0] <= STOP)
-                if any(item is CLOSE_ITEM for item in batch):
+                self._sent += len(wire) - sum(map(NOT_RECORDED.__contains__,
+                                                  map(itemgetter(0), wire)))
+                if CLOSE_ITEM in wire:
                     return
                 if self.burst <= len(batch) < MAX_BATCH:  # a full batch: a backlog, no pause
                     self._hurry.wait(max(0.0, last_sent + self.commit_gap - time.monotonic()))

@@ -26,6 +26,7 @@ import struct
 
 EVENT, TRANSITION, SAMPLE, RETIRE, STOP = range(5)  # recorded: counted in ``recorded``
 HOUSEKEEP, FLUSH, CLOSE = range(5, 8)
+NOT_RECORDED = frozenset({HOUSEKEEP, FLUSH, CLOSE})
 CLOSE_ITEM = (CLOSE,)
 
 HEADER = struct.Struct("!I")

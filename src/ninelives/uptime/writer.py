@@ -25,12 +25,17 @@ retries are done here, on the other core when there is one.
   started again on the same database waits for the writer of the one that was killed.
 - It runs at the lowest CPU priority (nice :data:`NICE`): where the cores are busy, the
   data plane's processes come first, and the writer commits larger batches less often
-  (which costs it less per item) rather than take their time. A writer left behind lets
-  the node's pipe fill; the node's queue holds what waits.
+  (which costs it less per item) rather than take their time. Not ``SCHED_IDLE``: with
+  it the data plane did no better (the median ratio of 30 pairs of phases as in
+  ``bench/uptime_load_bench.py``: 0.896 with it, 0.905 without), and a writer of that
+  policy all but stops on a machine whose cores are all busy while the node's queue
+  grows. A writer left behind lets the node's pipe fill; the node's queue holds what
+  waits.
 """
 
 from __future__ import annotations
 
+import gc
 import marshal
 import os
 import signal
@@ -172,6 +177,10 @@ def main(argv: list[str]) -> int:
         conn = schema.connect(Path(path))
         ledger = Ledger(conn)
         ledger.load()
+        # What is loaded lives as long as the process: out of the garbage collector's
+        # sight, so that its collections (a batch makes thousands of tuples) do not go
+        # through it again and again.
+        gc.freeze()
         Writer(ledger, frames, out_fd, retention, opened_at).run()
     except Exception:  # a bug: the node logs that the writer exited, this says why
         print("ninelives uptime writer: stopped; nothing more is recorded", file=sys.stderr)
