@@ -94,6 +94,17 @@ def answered(admin: int) -> int:
                 if listener["name"] == "web")
 
 
+def wait_for_load(admin: int, wrk: Proc, deadline_s: float = 10.0) -> None:
+    """Until the node answers wrk's requests (its count grows between two reads)."""
+    deadline = time.monotonic() + deadline_s
+    first = answered(admin)
+    while answered(admin) - first < 100:
+        if not wrk.alive() or time.monotonic() > deadline:
+            raise StartupError(f"no load reached the node within {deadline_s}s:\n"
+                               f"{wrk.log_tail()}")
+        time.sleep(0.05)
+
+
 def intervals_recorded(db: Path) -> int:
     """Interval rows committed so far (each transition adds one)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -183,7 +194,7 @@ def main() -> int:
         load_s = math.ceil(args.pairs * 2 * args.phase + 10)
         wrk = procs.start("wrk", ["wrk", "-t1", f"-c{args.connections}", f"-d{load_s}s",
                                   f"http://127.0.0.1:{port}/"], tmp / "wrk.log", False)
-        time.sleep(1.0)  # wrk's connections open
+        wait_for_load(admin, wrk)
         for pair_no in range(1, args.pairs + 1):
             modes = order.sample(("on", "off"), 2)
             got = {mode: measure(proc, admin, db, mode, args.phase, args.settle)
