@@ -48,9 +48,8 @@ class Event:
 # servers does thousands of times a second. publish() sets the slots through their
 # descriptors instead: the same object, made in about half the instructions.
 _new_object = object.__new__
-_SET_FIELDS = tuple(getattr(Event, f.name).__set__ for f in fields(Event))
 (_set_id, _set_time, _set_kind, _set_entity, _set_old, _set_new,
- _set_reason) = _SET_FIELDS
+ _set_reason) = (getattr(Event, f.name).__set__ for f in fields(Event))
 
 
 def _event(id: int, time: float, kind: str, entity: str, old: str, new: str,
