@@ -44,6 +44,7 @@ import sys
 import time
 import traceback
 from collections import deque
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +175,17 @@ def main(argv: list[str]) -> int:
     in_fd, out_fd, lock_fd = int(argv[3]), int(argv[4]), int(argv[5])
     frames = Frames(in_fd)
     try:
-        conn = schema.connect(Path(path))
-        ledger = Ledger(conn)
-        ledger.load()
-        # What is loaded lives as long as the process: out of the garbage collector's
-        # sight, so that its collections (a batch makes thousands of tuples) do not go
-        # through it again and again.
-        gc.freeze()
-        Writer(ledger, frames, out_fd, retention, opened_at).run()
+        # Closed explicitly: the last connection to close folds the WAL into the database
+        # and removes it, and a connection (in a cycle with its statement cache) frozen
+        # by gc.freeze() below is never collected, not even at exit.
+        with closing(schema.connect(Path(path))) as conn:
+            ledger = Ledger(conn)
+            ledger.load()
+            # What is loaded lives as long as the process: out of the garbage collector's
+            # sight, so that its collections (a batch makes thousands of tuples) do not
+            # go through it again and again.
+            gc.freeze()
+            Writer(ledger, frames, out_fd, retention, opened_at).run()
     except Exception:  # a bug: the node logs that the writer exited, this says why
         print("ninelives uptime writer: stopped; nothing more is recorded", file=sys.stderr)
         traceback.print_exc()
