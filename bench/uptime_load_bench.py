@@ -131,7 +131,6 @@ def cpu_s(pid: int) -> tuple[float, float, float]:
 
 @dataclass(frozen=True, slots=True)
 class Phase:
-    mode: str  # "on" or "off"
     requests_per_s: float
     transitions_per_s: float
     loop_cpu: float  # CPU seconds a second
@@ -153,7 +152,6 @@ def measure(proc: Proc, admin: int, db: Path, mode: str, phase: float,
     elapsed = time.monotonic() - began
     cpu_after, loop_after, writer_after = cpu_s(proc.pid)
     return Phase(
-        mode=mode,
         requests_per_s=(answered(admin) - requests) / elapsed,
         transitions_per_s=(intervals_recorded(db) - rows) / elapsed,
         loop_cpu=(loop_after - loop) / elapsed,
@@ -199,8 +197,8 @@ def main() -> int:
             modes = order.sample(("on", "off"), 2)
             got = {mode: measure(proc, admin, db, mode, args.phase, args.settle)
                    for mode in modes}
-            pairs.append((got["on"], got["off"]))
             on, off = got["on"], got["off"]
+            pairs.append((on, off))
             print(f"pair {pair_no:>3} ({modes[0]} first): {on.requests_per_s:>9,.0f} req/s "
                   f"with, {off.requests_per_s:>9,.0f} without: "
                   f"{on.requests_per_s / off.requests_per_s:.3f}; "
@@ -219,8 +217,10 @@ def main() -> int:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def mean(mode: int, key: str) -> float:
-        return statistics.fmean(getattr(pair[mode], key) for pair in pairs)
+    with_, without = [on for on, _ in pairs], [off for _, off in pairs]
+
+    def mean(phases: list[Phase], key: str) -> float:
+        return statistics.fmean(getattr(phase, key) for phase in phases)
 
     ratios = [on.requests_per_s / off.requests_per_s for on, off in pairs]
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
@@ -229,18 +229,18 @@ def main() -> int:
         "publish_only": args.publish_only,
         "pairs": args.pairs,
         "phase_s": args.phase,
-        "req_per_s_without": round(mean(1, "requests_per_s")),
-        "req_per_s_with": round(mean(0, "requests_per_s")),
+        "req_per_s_without": round(mean(without, "requests_per_s")),
+        "req_per_s_with": round(mean(with_, "requests_per_s")),
         "median_ratio": round(statistics.median(ratios), 3),
         "middle_half_of_ratios": [round(quartiles[0], 3), round(quartiles[2], 3)],
-        "ratio_of_means": round(mean(0, "requests_per_s") / mean(1, "requests_per_s"), 3),
-        "transitions_per_s_committed": round(mean(0, "transitions_per_s")),
+        "ratio_of_means": round(mean(with_, "requests_per_s") / mean(without, "requests_per_s"), 3),
+        "transitions_per_s_committed": round(mean(with_, "transitions_per_s")),
         "loop_cpu_us_per_request_without": round(
-            1e6 * mean(1, "loop_cpu") / mean(1, "requests_per_s"), 1),
+            1e6 * mean(without, "loop_cpu") / mean(without, "requests_per_s"), 1),
         "loop_cpu_us_per_request_with": round(
-            1e6 * mean(0, "loop_cpu") / mean(0, "requests_per_s"), 1),
-        "other_threads_cpu_with": round(mean(0, "other_cpu"), 3),
-        "writer_process_cpu_with": round(mean(0, "writer_cpu"), 3),
+            1e6 * mean(with_, "loop_cpu") / mean(with_, "requests_per_s"), 1),
+        "other_threads_cpu_with": round(mean(with_, "other_cpu"), 3),
+        "writer_process_cpu_with": round(mean(with_, "writer_cpu"), 3),
     }
     width = max(map(len, summary))
     for key, value in summary.items():
