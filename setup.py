@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 # records (the CPU it takes is taken from the data plane where cores are few).
 COMPILED = [
     "src/ninelives/balance.py",
+    "src/ninelives/events.py",
     "src/ninelives/http/context.py",
     "src/ninelives/http/downstream.py",
     "src/ninelives/http/exchange.py",

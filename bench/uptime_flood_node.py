@@ -4,9 +4,10 @@ Not a test, and not part of ninelives. ``bench/uptime_load_bench.py`` starts it 
 of ``ninelives run``. Once the node serves, SIGUSR1 starts publishing state transitions of
 the servers of the pool ``flappers`` on the node's own event log at ``--rate`` a second
 (``up -> down -> up``, as a server failing and passing its checks would), and SIGUSR2 stops
-it. Each goes the way a real transition goes: ``EventLog.publish`` (logged, kept for
-``/v1/events``, handed to the subscribers: the uptime store's, which enqueues it, and the
-SLO watch's), then the store's writer process commits it. Only the health checks that
+it. Each goes the way a real transition goes: ``EventLog.publish`` (logged within its budget,
+kept for ``/v1/events``, put on the uptime store's queue by its journal, handed to the
+subscribers of server events: none, without a cluster), then the store's writer process
+commits it. Only the health checks that
 would have caused them are left out, so what is measured is the recording.
 
     python bench/uptime_flood_node.py CONFIG [--rate 10000]
@@ -71,7 +72,7 @@ def install(rate: float, publish_only: bool) -> None:
         line = await start(self)
         servers = [server.name for server in self.pools[FLAPPERS].servers]
         if publish_only and self.uptime.store is not None:  # to tell the two costs apart
-            self.events.subscribers.remove(self.uptime.store.record)
+            self.uptime.store.detach()
         flood = Flood(self.events, servers, rate)
         self.loop.add_signal_handler(signal.SIGUSR1, flood.start)
         self.loop.add_signal_handler(signal.SIGUSR2, flood.stop)

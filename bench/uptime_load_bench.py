@@ -14,7 +14,7 @@ pair). A phase's throughput is the node's own count of requests answered (``GET
 /v1/status``) between ``--settle`` seconds after the switch and its end. Each pair gives a
 ratio (with / without), so what drifts on a shared machine over minutes cancels out in
 each; it prints the median of the ratios with their middle half, the ratio of the means,
-the transitions the store committed per second (interval rows, read from the database by
+the transitions the store committed per second (intervals, read from the database by
 another connection) and the CPU time of the node's event loop thread, of its other
 threads (the store's feeder) and of the store's writer process.
 On a machine shared with other work the phases spread widely: take many pairs.
@@ -35,12 +35,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench_load import run_wrk
 from bench_procs import Proc, Processes, StartupError, free_port, wait_http_ok
 from bench_servers import READY_TOKEN, _read_ready_line, ensure_packages, start_nginx
+
+from ninelives.uptime.batch import COUNT
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,10 +108,26 @@ def wait_for_load(admin: int, wrk: Proc, deadline_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def intervals_recorded(db: Path) -> int:
-    """Interval rows committed so far (each transition adds one)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return int(conn.execute("SELECT coalesce(max(id), 0) FROM interval").fetchone()[0])
+class Recorded:
+    """Intervals committed so far: each transition begins one, and a row holds one, or a
+    run of them (``later`` says how many more). Only the rows added since the last call
+    are read."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.last_row = 0
+        self.intervals = 0
+
+    def __call__(self) -> int:
+        with closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+            conn.create_function("more", 1, lambda later: 0 if later is None
+                                 else COUNT.unpack_from(later)[0], deterministic=True)
+            last, added = conn.execute(
+                "SELECT max(id), count(*) + coalesce(sum(more(later)), 0) FROM interval"
+                " WHERE id > ?", (self.last_row,)).fetchone()
+        if last is not None:
+            self.last_row, self.intervals = int(last), self.intervals + int(added)
+        return self.intervals
 
 
 def cpu_s(pid: int) -> tuple[float, float, float]:
@@ -138,14 +157,14 @@ class Phase:
     writer_cpu: float
 
 
-def measure(proc: Proc, admin: int, db: Path, mode: str, phase: float,
+def measure(proc: Proc, admin: int, recorded: Recorded, mode: str, phase: float,
             settle: float) -> Phase:
     """Switch the transitions on or off, let ``settle`` seconds pass, then measure until
     ``phase`` seconds after the switch."""
     os.kill(proc.pid, signal.SIGUSR1 if mode == "on" else signal.SIGUSR2)
     switched = time.monotonic()
     time.sleep(settle)  # the load runs meanwhile: what is measured starts after it
-    requests, rows = answered(admin), intervals_recorded(db)
+    requests, intervals = answered(admin), recorded()
     cpu, loop, writer = cpu_s(proc.pid)
     began = time.monotonic()
     time.sleep(max(0.0, switched + phase - began))
@@ -153,7 +172,7 @@ def measure(proc: Proc, admin: int, db: Path, mode: str, phase: float,
     cpu_after, loop_after, writer_after = cpu_s(proc.pid)
     return Phase(
         requests_per_s=(answered(admin) - requests) / elapsed,
-        transitions_per_s=(intervals_recorded(db) - rows) / elapsed,
+        transitions_per_s=(recorded() - intervals) / elapsed,
         loop_cpu=(loop_after - loop) / elapsed,
         other_cpu=(cpu_after - loop_after - cpu + loop) / elapsed,
         writer_cpu=(writer_after - writer) / elapsed,
@@ -187,7 +206,7 @@ def main() -> int:
         start_nginx(procs, tmp, servers)
         proc, port, admin = start_node(procs, tmp, write_config(tmp, servers, args.flappers),
                                        args.rate, args.publish_only)
-        db = tmp / "state" / "uptime.db"
+        recorded = Recorded(tmp / "state" / "uptime.db")
         run_wrk(port, 1, args.connections)  # warm-up
         load_s = math.ceil(args.pairs * 2 * args.phase + 10)
         wrk = procs.start("wrk", ["wrk", "-t1", f"-c{args.connections}", f"-d{load_s}s",
@@ -195,7 +214,7 @@ def main() -> int:
         wait_for_load(admin, wrk)
         for pair_no in range(1, args.pairs + 1):
             modes = order.sample(("on", "off"), 2)
-            got = {mode: measure(proc, admin, db, mode, args.phase, args.settle)
+            got = {mode: measure(proc, admin, recorded, mode, args.phase, args.settle)
                    for mode in modes}
             on, off = got["on"], got["off"]
             pairs.append((on, off))

@@ -3,13 +3,22 @@
 Every change of a server's shown state (``up -> down``), of a pool's state (``up ->
 backup`` when it fails over to a later tier) and of a listener (bound, closed) is one
 :class:`Event`. The :class:`EventLog` logs each one, keeps the most recent in memory for
-``GET /v1/events`` and hands each to its subscribers (the uptime store records them).
+``GET /v1/events``, hands each to the subscribers of its kind and appends it to the
+journals (the uptime store's queue).
 
-Logging is the one part with a budget: at most :data:`LOG_PER_SECOND` events a second are
-logged, and the number left out is logged with the next line that is. A log line costs
-the event loop about 30 us, so thousands of transitions a second (a pool of hundreds of
-flapping servers) would otherwise cost the data plane a third of its throughput in log
-lines nobody reads; the uptime store still records every one.
+Publishing is on the event loop, and a pool of hundreds of flapping servers publishes
+thousands of events a second, so it is made cheap (this module is compiled with mypyc, see
+``setup.py``):
+
+- the log keeps each event as a plain tuple, and an :class:`Event` is made only for a
+  subscriber of its kind or when the API asks (:meth:`EventLog.since`);
+- a subscriber names the kinds it wants (the SLO watch no server's), so an event costs
+  nothing for those that would only look at its kind and return;
+- a journal is a C-level ``put`` (``queue.SimpleQueue.put``) given each event as the tuple
+  it is written as, so the uptime store's side of an event is one call into C;
+- logging has a budget: at most :data:`LOG_PER_SECOND` events a second are logged, and the
+  number left out is logged with the next line that is. A log line costs the event loop
+  about 30 us; the uptime store still records every event.
 """
 
 from __future__ import annotations
@@ -17,15 +26,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 log = logging.getLogger("ninelives.events")
 
 Kind = Literal["server", "pool", "listener", "node"]
+KINDS: tuple[Kind, ...] = ("server", "pool", "listener", "node")
 KEEP = 1000  # events kept in memory for the API; the uptime store keeps them all
 LOG_PER_SECOND = 100  # events logged in one second of the clock at most
+
+# An event as the log keeps it: (id, time, kind, entity, old, new, reason).
+Record = tuple[int, float, str, str, str, str, str]
+Subscriber = Callable[["Event"], None]
+# Takes (tag, time, kind, entity, old, new, reason); must not block.
+JournalPut = Callable[[tuple[Any, ...]], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,46 +58,26 @@ class Event:
         return asdict(self)
 
 
-# A frozen dataclass's __init__ sets each field with object.__setattr__ (its own
-# __setattr__ refuses), which looks the name up and goes through a wrapper every time:
-# about a third of what publishing an event costs the event loop, which a pool of flapping
-# servers does thousands of times a second. publish() sets the slots through their
-# descriptors instead: the same object, made in about half the instructions.
-_new_object = object.__new__
-(_set_id, _set_time, _set_kind, _set_entity, _set_old, _set_new,
- _set_reason) = (getattr(Event, f.name).__set__ for f in fields(Event))
+def event_of(record: Record) -> Event:
+    id, at, kind, entity, old, new, reason = record
+    return Event(id, at, kind, entity, old, new, reason)  # type: ignore[arg-type]
 
 
-def _event(id: int, time: float, kind: str, entity: str, old: str, new: str,
-           reason: str) -> Event:
-    event: Event = _new_object(Event)
-    _set_id(event, id)
-    _set_time(event, time)
-    _set_kind(event, kind)
-    _set_entity(event, entity)
-    _set_old(event, old)
-    _set_new(event, new)
-    _set_reason(event, reason)
-    return event
-
-
-@dataclass(slots=True)
 class LogBudget:
     """Which events are logged: the first ``per_second`` of each second of the clock."""
 
-    per_second: int = LOG_PER_SECOND
-    second: float = -1.0  # the second being counted
-    used: int = 0  # events logged in it
-    skipped: int = 0  # events not logged since the last one that was
-
-    def spent(self, now: float) -> bool:
-        """The budget of ``now``'s second is used up: a quick test for the common case of
-        a flood, before :meth:`admit`."""
-        return self.used >= self.per_second and self.second <= now < self.second + 1.0
+    def __init__(self, per_second: int = LOG_PER_SECOND) -> None:
+        self.per_second = per_second
+        self.second = -1.0  # the second being counted
+        self.used = 0  # events logged in it
+        self.skipped = 0  # events not logged since the last one that was
 
     def admit(self, now: float) -> int | None:
         """None: leave this event out of the log. Else log it, after saying that this many
         events were left out before it."""
+        if self.used >= self.per_second and self.second <= now < self.second + 1.0:
+            self.skipped += 1  # the common case of a flood: this second's budget is spent
+            return None
         second = now // 1
         if second != self.second:
             self.second, self.used = second, 0
@@ -95,28 +91,49 @@ class LogBudget:
 
 class EventLog:
     """Publishes events: logs them (within a budget), keeps the last :data:`KEEP`, tells
-    subscribers."""
+    the subscribers of their kind, appends them to the journals."""
 
     def __init__(
         self, clock: Callable[[], float] = time.time, keep: int = KEEP
     ) -> None:
         self.clock = clock
-        self.recent: deque[Event] = deque(maxlen=keep)
+        self.recent: deque[Record] = deque(maxlen=keep)
         self.last_id = 0
-        self.subscribers: list[Callable[[Event], None]] = []
         self.log_budget = LogBudget()
+        self.journals: list[tuple[JournalPut, int]] = []
+        self._subscribers: dict[str, list[Subscriber]] = {kind: [] for kind in KINDS}
 
-    def publish(self, kind: Kind, entity: str, old: str, new: str, reason: str) -> Event:
+    def subscribe(self, subscriber: Subscriber, kinds: Iterable[Kind] = KINDS) -> None:
+        """Call ``subscriber`` with every event of ``kinds`` from now on. It runs on the
+        publisher's thread (the event loop): it must not block."""
+        for kind in kinds:
+            self._subscribers[kind].append(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        for subscribers in self._subscribers.values():
+            while subscriber in subscribers:
+                subscribers.remove(subscriber)
+
+    def subscribers(self, kind: Kind) -> list[Subscriber]:
+        return list(self._subscribers[kind])
+
+    def add_journal(self, put: JournalPut, tag: int) -> None:
+        """Call ``put`` with every event from now on as ``(tag, time, kind, entity, old,
+        new, reason)``: a queue's put, for a consumer that writes events as they come. It must
+        neither block nor raise."""
+        self.journals.append((put, tag))
+
+    def remove_journal(self, put: JournalPut) -> None:
+        self.journals = [(p, tag) for p, tag in self.journals if p != put]
+
+    def publish(self, kind: Kind, entity: str, old: str, new: str, reason: str) -> int:
+        """Publish one event; its id."""
         self.last_id += 1
+        event_id = self.last_id
         now = self.clock()
-        event = _event(self.last_id, now, kind, entity, old, new, reason)
-        self.recent.append(event)
-        budget = self.log_budget
-        if budget.spent(now):
-            budget.skipped += 1
-            skipped = None
-        else:
-            skipped = budget.admit(now)
+        record: Record = (event_id, now, kind, entity, old, new, reason)
+        self.recent.append(record)
+        skipped = self.log_budget.admit(now)
         if skipped is not None:
             if skipped:
                 log.warning("%d events not logged (more than %d a second); all are in the "
@@ -126,14 +143,25 @@ class EventLog:
                 extra={"kind": kind, "entity": entity, "old": old, "new": new,
                        "reason": reason},
             )
-        for subscriber in self.subscribers:
-            try:
-                subscriber(event)
-            except Exception:  # one broken subscriber must not stop the others or the caller
-                log.exception("event subscriber %r failed on event %d", subscriber, event.id)
-        return event
+        for put, tag in self.journals:
+            put((tag, now, kind, entity, old, new, reason))
+        subscribers = self._subscribers.get(kind)
+        if subscribers:
+            event = event_of(record)
+            for subscriber in subscribers:
+                try:
+                    subscriber(event)
+                except Exception:  # one broken subscriber must not stop the others or the caller
+                    log.exception("event subscriber %r failed on event %d", subscriber,
+                                  event_id)
+        return event_id
 
     def since(self, after: int = 0, limit: int = KEEP) -> list[Event]:
         """Events with an id above ``after``, oldest first, at most ``limit``."""
-        out = [event for event in self.recent if event.id > after]
-        return out[:limit]
+        out: list[Event] = []
+        for record in self.recent:
+            if record[0] > after:
+                if len(out) >= limit:
+                    break
+                out.append(event_of(record))
+        return out

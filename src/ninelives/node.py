@@ -33,7 +33,7 @@ from ninelives.pool import Pool, Server
 from ninelives.reload import Front, apply
 from ninelives.tcp import Downstream as TcpDownstream
 from ninelives.uptime.recorder import UptimeRecorder
-from ninelives.uptime.watch import SloWatch
+from ninelives.uptime.watch import INCIDENT_KINDS, SloWatch
 
 log = logging.getLogger("ninelives.node")
 
@@ -88,7 +88,7 @@ class Node:
             served = served_from(members, self.name, self.config.cluster.mode)
         self.uptime = UptimeRecorder.open(self.config, self.events, served)
         self.slo = SloWatch(self.uptime.store, lambda: self.config)
-        self.events.subscribers.append(self.slo.on_event)
+        self.events.subscribe(self.slo.on_event, INCIDENT_KINDS)
         cluster = self.config.cluster
         if cluster is not None and cluster.mode == "active-active":
             try:  # first: the pools take the shared settings as they are made
@@ -127,7 +127,7 @@ class Node:
         )
         if self.shared is not None:
             await self.shared.start()
-            self.events.subscribers.append(self._server_changed)
+            self.events.subscribe(self._server_changed, ("server",))
             self.cluster.touch()
 
     def _members_seen(self, members: list[Member]) -> None:

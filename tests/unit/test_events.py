@@ -88,7 +88,8 @@ def test_the_log_keeps_the_most_recent_and_a_broken_subscriber_harms_nobody() ->
     def broken(event: Event) -> None:
         raise RuntimeError("boom")
 
-    log.subscribers += [broken, lambda e: got.append(e.id)]
+    log.subscribe(broken)
+    log.subscribe(lambda e: got.append(e.id))
     for i in range(5):
         log.publish("node", "n", str(i), str(i + 1), "test")
     assert [e.id for e in log.since(0)] == [3, 4, 5]
@@ -130,7 +131,7 @@ def test_events_beyond_the_budget_still_reach_subscribers_and_the_api(
     log = EventLog(clock=lambda: clock[0])
     log.log_budget.per_second = 3
     got: list[int] = []
-    log.subscribers.append(lambda e: got.append(e.id))
+    log.subscribe(lambda e: got.append(e.id))
     with caplog.at_level(logging.INFO, logger="ninelives.events"):
         for i in range(10):
             log.publish("server", f"app/s{i}", "up", "down", "2 checks failed")
@@ -148,7 +149,8 @@ def test_events_beyond_the_budget_still_reach_subscribers_and_the_api(
 
 def test_a_published_event_is_the_frozen_dataclass_its_fields_make() -> None:
     log = EventLog(clock=lambda: 1234.5)
-    event = log.publish("server", "app/a1", "up", "down", "3 checks failed: timeout")
+    assert log.publish("server", "app/a1", "up", "down", "3 checks failed: timeout") == 1
+    [event] = log.since(0)
     assert event == Event(1, 1234.5, "server", "app/a1", "up", "down",
                           "3 checks failed: timeout")
     assert hash(event) == hash(Event(1, 1234.5, "server", "app/a1", "up", "down",
@@ -157,3 +159,32 @@ def test_a_published_event_is_the_frozen_dataclass_its_fields_make() -> None:
     with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
         event.new = "up"  # type: ignore[misc]
 
+
+
+def test_subscribers_get_the_events_of_their_kinds_and_journals_every_event_as_a_tuple(
+) -> None:
+    log = EventLog(clock=lambda: 50.0)
+    servers: list[Event] = []
+    pools_and_listeners: list[str] = []
+    journal: list[tuple[object, ...]] = []
+    log.subscribe(servers.append, ("server",))
+    log.subscribe(lambda e: pools_and_listeners.append(e.entity), ("pool", "listener"))
+    log.add_journal(journal.append, 7)
+    log.publish("server", "app/a1", "up", "down", "2 checks failed: timeout")
+    log.publish("pool", "app", "up", "down", "no server available: a1 down")
+    log.publish("listener", "web", "listening", "closed", "closed 127.0.0.1:80")
+    log.publish("node", "lb-1", "config 0", "config 1", "reloaded")
+    assert servers == [Event(1, 50.0, "server", "app/a1", "up", "down",
+                             "2 checks failed: timeout")]
+    assert pools_and_listeners == ["app", "web"]
+    assert journal == [
+        (7, 50.0, "server", "app/a1", "up", "down", "2 checks failed: timeout"),
+        (7, 50.0, "pool", "app", "up", "down", "no server available: a1 down"),
+        (7, 50.0, "listener", "web", "listening", "closed", "closed 127.0.0.1:80"),
+        (7, 50.0, "node", "lb-1", "config 0", "config 1", "reloaded"),
+    ]
+    log.remove_journal(journal.append)
+    log.unsubscribe(servers.append)
+    log.publish("server", "app/a1", "down", "up", "2 checks passed")
+    assert len(journal) == 4 and len(servers) == 1
+    assert [e.id for e in log.since(3)] == [4, 5]

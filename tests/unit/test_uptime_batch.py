@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ninelives.uptime import schema
 from ninelives.uptime.batch import MAX_ROWS, IntervalWrites, chunks
+from ninelives.uptime.compaction import compact
 
 
 def test_chunks_are_full_then_powers_of_two_and_cover_every_row() -> None:
@@ -58,4 +59,115 @@ def test_ids_continue_after_the_largest_in_the_table(tmp_path: Path) -> None:
     conn.execute("INSERT INTO interval (id, entity, state, started, reason)"
                  " VALUES (41, 1, 'up', 1.0, 'x')")
     assert IntervalWrites.after(conn).open(1, "down", 2.0, "y") == 42
+    conn.close()
+
+
+def test_a_flap_within_a_transaction_is_one_run_row_and_reads_back_interval_by_interval(
+    tmp_path: Path,
+) -> None:
+    conn = schema.connect(tmp_path / "uptime.db")
+    schema.create(conn)
+    conn.execute("INSERT INTO entity (id, kind, name) VALUES (1, 'server', 'app/a1')")
+    conn.execute("INSERT INTO entity (id, kind, name) VALUES (2, 'server', 'app/a2')")
+    writes = IntervalWrites.after(conn)
+    a1 = writes.transition(1, None, "up", 10.0, "1 check passed")
+    a2 = writes.transition(2, None, "up", 10.0, "1 check passed")
+    conn.execute("BEGIN")
+    writes.write(conn)
+    conn.execute("COMMIT")
+    # The next transaction: a1 flaps 40 times within 0.4 s (two reasons, a third once),
+    # then holds down; a2 changes once, after more than RUN_SPAN.
+    writes = IntervalWrites.after(conn)
+    changes = [(20.0 + n / 100, "down" if n % 2 == 0 else "up",
+                "2 checks failed: timeout" if n % 2 == 0 else "2 checks passed")
+               for n in range(40)]
+    changes[7] = (changes[7][0], "up", "set by operator")
+    row = a1
+    for at, state, reason in changes:
+        row = writes.transition(1, row, state, at, reason)
+    assert writes.transition(2, a2, "down", 30.0, "2 checks failed") != a2
+    conn.execute("BEGIN")
+    writes.write(conn)
+    conn.execute("COMMIT")
+    stored = conn.execute("SELECT entity, count(*), sum(later IS NOT NULL) FROM interval"
+                          " GROUP BY entity ORDER BY entity").fetchall()
+    # a1: its interval of the last transaction, one run, its open interval; a2: two rows.
+    assert stored == [(1, 3, 1), (2, 2, 0)]
+    got = schema.read_intervals(conn, 0.0, 100.0)
+    a1_read = [tuple(i[:4]) for i in got["server", "app/a1"]]
+    expected = [("up", 10.0, 20.0, "1 check passed")]
+    expected += [(state, at, nxt[0], reason)
+                 for (at, state, reason), nxt in pairwise(changes)]
+    expected += [(changes[-1][1], changes[-1][0], None, changes[-1][2])]
+    assert a1_read == expected  # exact times: the starts are stored as doubles
+    # A window inside the run reads the intervals that overlap it, no others.
+    inside = schema.read_intervals(conn, 20.105, 20.125)["server", "app/a1"]
+    assert [i[1] for i in inside] == [20.1, 20.11, 20.12]
+    conn.close()
+
+
+def test_a_database_of_schema_1_gains_runs_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "uptime.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value)")
+        conn.execute("INSERT INTO meta VALUES ('version', 1)")
+        conn.execute("CREATE TABLE entity (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+                     " name TEXT NOT NULL, UNIQUE (kind, name))")
+        conn.execute("CREATE TABLE interval (id INTEGER PRIMARY KEY, entity INTEGER NOT NULL,"
+                     " state TEXT NOT NULL, started REAL NOT NULL, ended REAL,"
+                     " reason TEXT NOT NULL)")
+        conn.execute("INSERT INTO entity VALUES (1, 'server', 'app/a1')")
+        conn.execute("INSERT INTO interval VALUES (1, 1, 'up', 5.0, NULL, 'ok')")
+    conn = sqlite3.connect(path)
+    # Read before any node of this version opened it: as it is.
+    assert schema.read_intervals(conn, 0.0, 10.0) == {("server", "app/a1"): [
+        ("up", 5.0, None, "ok", 1)]}
+    conn.close()
+    conn = schema.connect(path)
+    schema.create(conn)
+    assert schema.get_meta(conn, "version") == schema.SCHEMA_VERSION == 2
+    writes = IntervalWrites.after(conn)
+    row = 1
+    for n in range(3):
+        row = writes.transition(1, row, "down" if n % 2 == 0 else "up", 6.0 + n / 10, "flap")
+    conn.execute("BEGIN")
+    writes.write(conn)
+    conn.execute("COMMIT")
+    assert [i[:3] for i in schema.read_intervals(conn, 0.0, 10.0)["server", "app/a1"]] == [
+        ("up", 5.0, 6.0), ("down", 6.0, 6.1), ("up", 6.1, 6.2), ("down", 6.2, None)]
+    conn.close()
+
+
+def test_compaction_merges_around_a_run_and_leaves_the_run_as_it_is(tmp_path: Path) -> None:
+    conn = schema.connect(tmp_path / "uptime.db")
+    schema.create(conn)
+    conn.execute("INSERT INTO entity (id, kind, name) VALUES (1, 'server', 'app/a1')")
+    writes = IntervalWrites.after(conn)
+    row = None
+    for at, state, reason in [(0.0, "up", "ok"), (10.0, "falling", "1 check failed"),
+                              (20.0, "down", "2 checks failed")]:
+        row = writes.transition(1, row, state, at, reason)
+    conn.execute("BEGIN")
+    writes.write(conn)  # three rows: nothing else happened within a second
+    conn.execute("COMMIT")
+    writes = IntervalWrites.after(conn)
+    for n in range(1, 10):  # a flap of 0.45 s: one run
+        row = writes.transition(1, row, "up" if n % 2 else "down", 20.0 + n / 20, "flap")
+    for at, state, reason in [(21.0, "up", "ok"), (31.0, "falling", "1 check failed"),
+                              (41.0, "up", "ok")]:
+        row = writes.transition(1, row, state, at, reason)
+    conn.execute("BEGIN")
+    writes.write(conn)
+    conn.execute("COMMIT")
+    before = schema.read_intervals(conn, 0.0, 100.0)["server", "app/a1"]
+    conn.execute("BEGIN")
+    gone = compact(conn, {1: ("server", "app/a1")}, 100.0)
+    conn.execute("COMMIT")
+    after = [tuple(i[:4]) for i in schema.read_intervals(conn, 0.0, 100.0)["server", "app/a1"]]
+    assert gone == 2  # falling into the up before it, on each side of the run
+    assert after[0] == ("up", 0.0, 20.0, "ok")
+    # The down before the run, and the run's nine intervals, as they were.
+    assert after[1:-2] == [tuple(i[:4]) for i in before[2:-3]]
+    assert sum(1 for i in after if i[3] == "flap") == 9
+    assert after[-2:] == [("up", 21.0, 41.0, "ok"), ("up", 41.0, None, "ok")]
     conn.close()

@@ -62,6 +62,31 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         return list(conn.execute(sql))
 
 
+def test_an_attached_log_has_every_event_recorded_until_the_store_closes(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = UptimeStore(tmp_path / "uptime.db", clock=clock)
+    store.open("lb-1")
+    events = EventLog(clock=clock)
+    store.attach(events)
+    try:
+        for n in range(1, 501):  # more than the feeder takes at once when it wakes
+            clock.now = T0 + n
+            events.publish("server", f"app/s{n % 5}", "?", "down" if n % 2 else "up",
+                           f"check {n}")
+        assert store.flush()
+        assert store.recorded == 500
+    finally:
+        store.close()
+    assert events.journals == []
+    events.publish("server", "app/s0", "?", "up", "after the close: not recorded")
+    got = intervals(store, T0, T0 + 1000)
+    assert sorted(got) == [("server", f"app/s{k}") for k in range(5)]
+    assert sum(map(len, got.values())) == 500
+    assert got["server", "app/s0"][-1] == Interval("up", T0 + 500, None, "check 500")
+    assert [i.start for i in got["server", "app/s1"]] == [T0 + n for n in range(1, 501, 5)]
+
+
 def test_events_become_intervals_and_reloads_become_changes(store: UptimeStore) -> None:
     store.record(event(1, T0, "server", "app/a1", "unchecked", "up", "1 check passed"))
     store.record(event(2, T0 + 10, "server", "app/a1", "up", "down", "2 checks failed"))
@@ -275,7 +300,7 @@ pools: {{app: {{servers: [{{name: a1, address: 127.0.0.1:9001}}]}}}}
     events = EventLog()
     recorder = UptimeRecorder.open(config, events)
     assert recorder.store is None and "cannot use" in recorder.problem
-    assert events.subscribers == []
+    assert events.journals == []
 
 
 def test_a_read_is_one_snapshot_while_new_entities_are_recorded(store: UptimeStore) -> None:
@@ -361,6 +386,8 @@ def test_a_writer_that_dies_is_reported_and_recording_goes_on_without_it(
 ) -> None:
     store = UptimeStore(tmp_path / "uptime.db")
     store.open("lb-1")
+    events = EventLog()
+    store.attach(events)
     try:
         store.record(event(1, T0, "server", "app/a1", "unchecked", "up", "ok"))
         assert store.flush()
@@ -373,6 +400,9 @@ def test_a_writer_that_dies_is_reported_and_recording_goes_on_without_it(
         store.record(event(2, T0 + 1, "server", "app/a1", "up", "down", "ignored"))  # no error
         assert store.flush(timeout=1) is False
         assert store.recorded == 1
+        assert events.journals == []  # the log's events are no longer queued for nobody
+        events.publish("server", "app/a1", "down", "up", "ignored too")
+        assert store.pending == 0
     finally:
         store.close()
     assert [i.reason for i in intervals(store, T0, T0 + 10)["server", "app/a1"]] == ["ok"]

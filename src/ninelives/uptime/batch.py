@@ -2,40 +2,116 @@
 
 Recording a transition ends the entity's open interval and opens the next. Done one
 statement at a time, that is an UPDATE and an INSERT per transition, each a Python call
-into sqlite3: when the writer was a thread of the node, sharing the GIL with the event
-loop, at 10,000 transitions a second that cost the data plane more than half of its
-throughput; in the writer process it is still CPU taken from a 2-core machine. Here a
-transition only changes Python lists; at the end of the transaction the new rows go in
-with multi-row INSERTs and the ends of rows from earlier transactions with multi-row
-UPDATEs, up to :data:`MAX_ROWS` rows a statement. Not ``executemany``: sqlite3 releases
-the GIL around every row's step and takes it back after each; one statement for many rows
-asks once. Row ids are given here, from the largest one in the table, so a row can be
-ended in the same batch that opened it without asking the database: under a burst most
-rows are inserted already closed.
+into sqlite3. Here a transition only changes Python lists; at the end of the transaction
+the new rows go in with multi-row INSERTs and the ends of rows from earlier transactions
+with multi-row UPDATEs, up to :data:`MAX_ROWS` rows a statement. Not ``executemany``:
+sqlite3 releases the GIL around every row's step and takes it back after each; one
+statement for many rows asks once. Row ids are given here, from the largest one in the
+table, so a row can be ended in the same transaction that opened it without asking the
+database.
+
+Runs: the intervals of one entity that begin and end within one transaction and within
+:data:`RUN_SPAN` are one row, the first interval in its columns and the ones after it in
+``later`` (see :func:`encode` and :func:`ninelives.uptime.schema.expand`). A server that
+flaps 12 times between two commits is three row writes (the end of its interval from the
+last commit, the run, its open interval), not 25: at 10,000 transitions a second, what
+the writer spends in SQLite falls by that much, and that CPU is taken from the data plane
+where cores are short. An open interval is always a row of its own (``later`` NULL), so
+what the store reads and changes at open (:mod:`ninelives.uptime.ledger`) is one row; and
+a run spans a second at most, so the retention and the compaction (which leaves runs as
+they are) are as exact as with a row per interval, to that second.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import struct
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from itertools import chain
 from typing import TypeVar
 
-Row = list[object]  # [id, entity, state, started, ended, reason]
 # Rows per statement, a power of two: statements are cut in powers of two (at most eight
-# distinct texts each, which stay in sqlite3's statement cache), and 128 rows of six
+# distinct texts each, which stay in sqlite3's statement cache), and 128 rows of seven
 # values stay under the 999 variables older SQLite versions allow.
 MAX_ROWS = 128
+RUN_SPAN = 1.0  # seconds from the start of a run to its end, at most
+MAX_PAIRS = 256  # distinct (state, reason) pairs in one run, at most: a code is a byte
 T = TypeVar("T")
+COUNT = struct.Struct("<I")
+
+
+class Opened:
+    """A row opened in this transaction: one interval, or a run (when ``starts`` is not
+    empty, the intervals after the first: their starts, and a code for each of their
+    ``(state, reason)``, an index in ``pairs``)."""
+
+    def __init__(self, row: int, entity: int, state: str, started: float, reason: str) -> None:
+        self.row = row
+        self.entity = entity
+        self.state = state
+        self.started = started
+        self.ended: float | None = None
+        self.reason = reason
+        self.starts: list[float] = []
+        self.codes = bytearray()
+        self.pairs: dict[tuple[str, str], int] = {}
+
+    def joins(self, then: Opened, at: float) -> bool:
+        """``then`` (which follows this run) ends at ``at``: whether it goes in it."""
+        return (self.ended == then.started and at - self.started <= RUN_SPAN
+                and len(self.pairs) < MAX_PAIRS)
+
+    def add(self, then: Opened, at: float) -> None:
+        self.starts.append(then.started)
+        pair = (then.state, then.reason)
+        code = self.pairs.get(pair)
+        if code is None:
+            code = self.pairs[pair] = len(self.pairs)
+        self.codes.append(code)
+        self.ended = at
+
+    def values(self) -> tuple[object, ...]:
+        later = encode(self.starts, self.codes, tuple(self.pairs)) if self.starts else None
+        return (self.row, self.entity, self.state, self.started, self.ended, self.reason,
+                later)
+
+
+def encode(starts: list[float], codes: bytearray, pairs: tuple[tuple[str, str], ...]) -> bytes:
+    """A run's ``later``: how many intervals follow the first; their starts (doubles,
+    little-endian: exact, and not formatted as text, which costs thousands of instructions
+    a number); a byte each, the index of its ``(state, reason)`` in the list of distinct
+    ones that ends it, as JSON (a flapping server has two)."""
+    doubles = array("d", starts)
+    if sys.byteorder == "big":
+        doubles.byteswap()
+    return COUNT.pack(len(starts)) + doubles.tobytes() + codes + _json(pairs)
+
+
+@lru_cache(maxsize=1024)
+def _json(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    return json.dumps(pairs).encode()  # the same few pairs again and again
+
+
+def decode(later: bytes) -> list[tuple[float, str, str]]:
+    """What :func:`encode` made: ``(start, state, reason)`` of each interval."""
+    (count,) = COUNT.unpack_from(later)
+    starts = struct.unpack_from(f"<{count}d", later, 4)
+    codes = later[4 + 8 * count:4 + 9 * count]
+    pairs = json.loads(later[4 + 9 * count:])
+    return [(at, *pairs[code]) for at, code in zip(starts, codes, strict=True)]
 
 
 @dataclass(slots=True)
 class IntervalWrites:
     next_id: int = 1
-    new: dict[int, Row] = field(default_factory=dict)  # rows opened in this transaction
+    new: dict[int, Opened] = field(default_factory=dict)  # rows opened in this transaction
     ends: dict[int, float] = field(default_factory=dict)  # earlier rows ended in it
+    runs: dict[int, Opened] = field(default_factory=dict)  # entity -> its run in it
 
     @classmethod
     def after(cls, conn: sqlite3.Connection) -> IntervalWrites:
@@ -46,7 +122,7 @@ class IntervalWrites:
     def open(self, entity: int, state: str, started: float, reason: str) -> int:
         row = self.next_id
         self.next_id += 1
-        self.new[row] = [row, entity, state, started, None, reason]
+        self.new[row] = Opened(row, entity, state, started, reason)
         return row
 
     def end(self, row: int, ended: float) -> None:
@@ -54,15 +130,43 @@ class IntervalWrites:
         if opened is None:
             self.ends[row] = ended
         else:
-            opened[4] = ended
+            opened.ended = ended
+
+    def transition(self, entity: int, row: int | None, state: str, at: float,
+                   reason: str) -> int:
+        """The entity's open interval (in ``row``; None: it has none) ends at ``at`` and
+        one in ``state`` begins: the row of the new open interval."""
+        if row is None:
+            return self.open(entity, state, at, reason)
+        opened = self.new.get(row)
+        if opened is None:  # a row of an earlier transaction
+            self.ends[row] = at
+            return self.open(entity, state, at, reason)
+        if at - opened.started > RUN_SPAN:  # not a flap: a row of its own
+            opened.ended = at
+            return self.open(entity, state, at, reason)
+        run = self.runs.get(entity)
+        if run is not None and run.joins(opened, at):
+            # The interval ending continues the entity's run: it joins it, and its row
+            # holds the interval that begins.
+            run.add(opened, at)
+            opened.state, opened.started, opened.reason = state, at, reason
+            return row
+        opened.ended = at  # the first interval of the entity's run in this transaction
+        self.runs[entity] = opened
+        return self.open(entity, state, at, reason)
 
     def write(self, conn: sqlite3.Connection) -> None:
         """Apply everything inside the caller's transaction, then start afresh."""
-        for rows in chunks(list(self.new.values())):
+        for rows in chunks([opened.values() for opened in self.new.values()]):
             conn.execute(insert_sql(len(rows)), tuple(chain.from_iterable(rows)))
-        for ends in chunks(list(self.ends.items())):
-            conn.execute(update_sql(len(ends)), tuple(chain.from_iterable(ends)))
-        self.new, self.ends = {}, {}
+        # One statement per row: the writer is a process of its own (no GIL to share), and
+        # a multi-row UPDATE (a VALUES list joined to the table) looks each row up in the
+        # list, which under a flood of runs (an end per flapping server per transaction)
+        # cost more than the rows themselves.
+        conn.executemany("UPDATE interval SET ended = ? WHERE id = ?",
+                         [(ended, row) for row, ended in self.ends.items()])
+        self.new, self.ends, self.runs = {}, {}, {}
 
 
 def chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -78,13 +182,7 @@ def chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
 
 @cache
 def insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO interval (id, entity, state, started, ended, reason) VALUES {values}"
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return ("INSERT INTO interval (id, entity, state, started, ended, reason, later)"
+            f" VALUES {values}")
 
-
-@cache
-def update_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?)"] * rows)
-    return (f"WITH ends (id, ended) AS (VALUES {values}) UPDATE interval"
-            " SET ended = (SELECT ended FROM ends WHERE ends.id = interval.id)"
-            " WHERE id IN (SELECT id FROM ends)")

@@ -2,7 +2,9 @@
 (rows older than it go, request buckets each as long as their resolution is kept) and the
 compaction of old intervals (those that continue one another in the same class are
 merged into the first, which keeps its state and reason, so incidents and their causes
-are unchanged while a year of flapping stays a few rows)."""
+are unchanged while a year of flapping stays a few rows). A row that holds a run (see
+:mod:`ninelives.uptime.batch`) is already one row for many intervals: it is left as it is,
+and nothing merges across it."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def compact(conn: sqlite3.Connection, kinds: Mapping[int, Key], cut: float) -> i
     if cut <= since:
         return 0
     rows = conn.execute(
-        "SELECT id, entity, state, started, ended FROM interval"
+        "SELECT id, entity, state, started, ended, later IS NOT NULL FROM interval"
         " WHERE ended > ? AND ended <= ? ORDER BY entity, started",
         (since, cut),
     ).fetchall()
@@ -46,16 +48,19 @@ def compact(conn: sqlite3.Connection, kinds: Mapping[int, Key], cut: float) -> i
     gone: list[tuple[int]] = []
     entity_now: int | None = None
     last: tuple[int, str, float] | None = None  # (row, class, end) of the run so far
-    for row, entity, state, started, ended in rows:
+    for row, entity, state, started, ended, run in rows:
         kind = kinds[entity][0]
         cls = state_class(kind, state)
+        if run:
+            entity_now, last = entity, None
+            continue
         if entity != entity_now:
             entity_now = entity
             # Only an interval that ends where this one starts can take it in: found
             # by the index on ended.
             before = conn.execute(
                 "SELECT id, state, ended FROM interval WHERE ended = ? AND entity = ?"
-                " AND started < ? ORDER BY started DESC LIMIT 1",
+                " AND started < ? AND later IS NULL ORDER BY started DESC LIMIT 1",
                 (started, entity, started),
             ).fetchone()
             last = None

@@ -190,11 +190,12 @@ class Ledger:
         """Queued in :attr:`_writes`, written at the end of the transaction."""
         entity = self._entity(kind, name)
         current = self._open.get(entity)
+        row: int | None = None
         if current is not None:
             row, started = current
-            at = max(at, started)  # the wall clock stepped back: no negative interval
-            self._writes.end(row, at)
-        self._open[entity] = (self._writes.open(entity, state, at, reason), at)
+            if at < started:  # the wall clock stepped back: no negative interval
+                at = started
+        self._open[entity] = (self._writes.transition(entity, row, state, at, reason), at)
 
     def _end(self, entity: int, at: float) -> None:
         row, started = self._open.pop(entity)
@@ -224,7 +225,7 @@ class Ledger:
                 continue
             pending = self._writes.new.get(row)
             if pending is not None:
-                state, reason = str(pending[2]), str(pending[5])
+                state, reason = pending.state, pending.reason
             else:
                 state, reason = conn.execute(
                     "SELECT state, reason FROM interval WHERE id = ?", (row,)).fetchone()
@@ -234,7 +235,7 @@ class Ledger:
             if since > started:
                 self._transition(kind, name, ELSEWHERE, why, since)
             elif pending is not None:
-                pending[2], pending[5] = ELSEWHERE, why
+                pending.state, pending.reason = ELSEWHERE, why
             else:
                 conn.execute("UPDATE interval SET state = ?, reason = ? WHERE id = ?",
                              (ELSEWHERE, why, row))

@@ -80,7 +80,7 @@ class UptimeRecorder:
         log.info("uptime history in %s: %s", path, resumed.describe(time.time()))
         for rule in config.uptime.rules():
             log.info("planned maintenance window: %s", rule.describe())
-        events.subscribers.append(store.record)
+        store.attach(events)
         return cls(store)
 
     def serving(self, node: Served) -> None:

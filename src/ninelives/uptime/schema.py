@@ -17,6 +17,9 @@ Tables:
   node, by kind and name; the others refer to it by id.
 - ``interval``: an entity in one state from ``started`` to ``ended`` (NULL while it holds)
   with the reason of the transition that began it. One entity has at most one open interval.
+  A row may hold a run: intervals that began and ended within one transaction of the
+  writer, the first in its columns, the next ones in ``later`` (see :func:`expand` and
+  :mod:`ninelives.uptime.batch`); ``ended`` is the end of the last.
 - ``requests``: counts by status class (``n0`` no response, ``n1``..``n5``) per entity per
   time bucket, at several resolutions (:data:`LEVELS`), each kept as long as it is useful.
 - ``changes``: state changes that are not availability (a node's config reloads).
@@ -29,11 +32,13 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from collections.abc import Collection
+from operator import itemgetter
 from pathlib import Path
 
 from ninelives.uptime.availability import StoredInterval
+from ninelives.uptime.batch import decode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: interval.later (runs)
 HOUR = 3600
 DAY = 86_400
 
@@ -72,7 +77,8 @@ CREATE TABLE IF NOT EXISTS interval (
     state TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    later BLOB
 );
 -- No index by entity: new rows would go at the end of every entity's range, rewriting a
 -- page per entity and splitting them, about 5 KB written per transition where the table
@@ -121,12 +127,14 @@ def create(conn: sqlite3.Connection) -> None:
         if statement.strip():
             conn.execute(statement)
     row = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
-    elif int(row[0]) > SCHEMA_VERSION:
+    if row is not None and int(row[0]) > SCHEMA_VERSION:
         conn.execute("ROLLBACK")
         raise StoreError(f"written by a newer ninelives (schema {row[0]}; this one knows "
                          f"{SCHEMA_VERSION})")
+    columns = {column[1] for column in conn.execute("PRAGMA table_info(interval)")}
+    if "later" not in columns:  # schema 1: no runs yet, every row is one interval
+        conn.execute("ALTER TABLE interval ADD COLUMN later BLOB")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
     conn.execute("COMMIT")
 
 
@@ -142,8 +150,9 @@ def set_meta(conn: sqlite3.Connection, key: str, value: float | None) -> None:
 def read_intervals(
     conn: sqlite3.Connection, start: float, end: float, only: Collection[Key] | None = None,
 ) -> dict[Key, list[StoredInterval]]:
-    """Every interval that overlaps ``[start, end)``, by entity, in the order recorded
-    (of the entities in ``only``, when given: an SLO of a listener reads no server).
+    """Every interval that overlaps ``[start, end)``, by entity (of the entities in
+    ``only``, when given: an SLO of a listener reads no server); an entity's are in the
+    order of their starts where a run was among them.
     The rows are returned as SQLite gives them (a year for a thousand servers is a hundred
     thousand of them: no object is made per row here)."""
     names = {entity: (kind, name) for entity, kind, name in conn.execute(
@@ -159,11 +168,49 @@ def read_intervals(
         ids = [e for e, key in names.items() if key in wanted]
         where += f" AND entity IN ({', '.join('?' * len(ids))})"
         params += ids
+    if not _has_runs(conn):  # schema 1, not yet opened by a node of this version
+        for row in conn.execute(
+            f"SELECT state, started, ended, reason, entity FROM interval WHERE {where}", params,
+        ):
+            by_id[row[4]].append(row)
+        return {names[entity]: rows for entity, rows in by_id.items()}
     for row in conn.execute(
-        f"SELECT state, started, ended, reason, entity FROM interval WHERE {where}", params,
+        f"SELECT state, started, ended, reason, entity FROM interval WHERE {where}"
+        " AND later IS NULL", params,
     ):
         by_id[row[4]].append(row)
+    with_runs = set()
+    for state, started, ended, reason, entity, later in conn.execute(
+        f"SELECT state, started, ended, reason, entity, later FROM interval WHERE {where}"
+        " AND later IS NOT NULL", params,
+    ):
+        by_id[entity].extend(
+            interval for interval in expand(state, started, ended, reason, entity, later)
+            if interval[1] < end and (interval[2] is None or interval[2] > start))
+        with_runs.add(entity)
+    for entity in with_runs:
+        by_id[entity].sort(key=_START)
     return {names[entity]: rows for entity, rows in by_id.items()}
+
+
+_START = itemgetter(1)
+
+
+def _has_runs(conn: sqlite3.Connection) -> bool:
+    return any(column[1] == "later" for column in conn.execute("PRAGMA table_info(interval)"))
+
+
+def expand(state: str, started: float, ended: float | None, reason: str, entity: int,
+           later: bytes) -> list[StoredInterval]:
+    """The intervals of a row that holds a run: the first, then one for each interval in
+    ``later`` (:func:`ninelives.uptime.batch.encode`), each ending where the next starts,
+    the last at ``ended``."""
+    out: list[StoredInterval] = []
+    for at, next_state, next_reason in decode(later):
+        out.append((state, started, at, reason, entity))
+        state, started, reason = next_state, at, next_reason
+    out.append((state, started, ended, reason, entity))
+    return out
 
 
 def _kept(resolution: int, keep: float | None, now: float, retention: float) -> float:

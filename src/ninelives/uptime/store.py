@@ -1,15 +1,19 @@
 """The uptime store: what happened to every entity, recorded durably, off the event loop.
 
-Producers (the event log's subscriber, the counter sampler) only append an item to a
-queue: a few tens of nanoseconds on the event loop, never a disk write. A feeder thread
-sends what is queued to the writer, a process of its own (:mod:`ninelives.uptime.writer`),
-a batch at a time: one ``marshal`` and one pipe write per batch. The writer applies each
-batch in one transaction and commits (group commit: under a burst the batches grow, so
-the fsyncs per second stay bounded while nothing waits for a timer), then says how many
-items are committed. What :attr:`UptimeStore.recorded` counts, and what ``on_commit`` is
-told, has been committed with ``synchronous=FULL`` (see :mod:`ninelives.uptime.schema`): a
-SIGKILL, or a power cut, cannot take it back. The writer is a process, not a thread, so
-that its work does not hold the GIL the event loop needs.
+Producers (the event log, through the journal :meth:`UptimeStore.attach` adds; the
+counter sampler) only put an item on a queue (``queue.SimpleQueue``, whose ``put`` is C
+that wakes the feeder when it waits): a fraction of a microsecond on the event loop, never
+a disk write. Each item is already the tuple it is sent as (:mod:`ninelives.uptime.wire`),
+so a feeder thread sends what is queued to the writer, a process of its own
+(:mod:`ninelives.uptime.writer`), without a Python step per item (it holds the GIL the
+event loop needs while it works): a batch at a time, one ``marshal`` and one pipe write.
+The writer applies each batch in one transaction and commits (group commit: under a burst
+the batches grow, so the fsyncs per second stay bounded while nothing waits for a timer),
+then says how many items are committed. What :attr:`UptimeStore.recorded` counts, and
+what ``on_commit`` is told, has been committed with ``synchronous=FULL`` (see
+:mod:`ninelives.uptime.schema`): a SIGKILL, or a power cut, cannot take it back. The
+writer is a process, not a thread, so that its work does not hold the GIL the event loop
+needs.
 
 The node's own downtime: every commit, and at least every :data:`HEARTBEAT_EVERY` seconds
 a batch of its own, records a heartbeat (the node's clock when it sent the batch). A node
@@ -35,11 +39,11 @@ import itertools
 import logging
 import marshal
 import os
+import queue
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ninelives
-from ninelives.events import Event
+from ninelives.events import Event, EventLog
 from ninelives.uptime import schema
 from ninelives.uptime.availability import StoredInterval
 from ninelives.uptime.ledger import COMPACT_AFTER, Ledger, Resumed, iso
@@ -140,9 +144,8 @@ class UptimeStore:
         self.burst = burst
         self.recorded = 0  # items (events, transitions, samples) committed so far
         self.last_error = ""
-        self._items: deque[Any] = deque()  # queued, not yet sent: Events and wire tuples
-        self._idle = False  # the feeder waits for an item: the next one wakes it
-        self._wake = threading.Event()
+        self._items: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()  # not yet sent
+        self._events: EventLog | None = None  # the log whose journal puts on _items
         self._hurry = threading.Event()  # set by flush and close: end the commit gap now
         self._sent = 0  # items sent that count in ``recorded``
         self._flushes: dict[int, _Flush] = {}
@@ -229,7 +232,8 @@ class UptimeStore:
         writer = self._writer
         if writer is None:
             return
-        self._put(CLOSE_ITEM)
+        self.detach()
+        self._items.put(CLOSE_ITEM)  # after the last event of the log
         self._hurry.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -239,23 +243,31 @@ class UptimeStore:
 
     # -- producers (any thread; never block) ----------------------------------------------------
 
-    def _put(self, item: Any) -> None:
-        self._items.append(item)
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if not self._closed:
+            self._items.put(item)
+
+    def attach(self, events: EventLog) -> None:
+        """Record every event ``events`` publishes from now on (until the store closes or
+        its writer is gone): its journal puts each, as the wire's EVENT item, on the
+        queue."""
+        if not self._closed:
+            self._events = events
+            events.add_journal(self._items.put, EVENT)
+
+    def detach(self) -> None:
+        """Record no more of the attached log's events."""
+        events, self._events = self._events, None
+        if events is not None:
+            events.remove_journal(self._items.put)
 
     def record(self, event: Event) -> None:
-        """An :class:`~ninelives.events.EventLog` subscriber."""
-        if not self._closed:
-            self._items.append(event)
-            if self._idle:
-                self._idle = False
-                self._wake.set()
+        """Record one event (those of an attached log are recorded without it)."""
+        self._put((EVENT, event.time, event.kind, event.entity, event.old, event.new,
+                   event.reason))
 
     def mark(self, kind: str, entity: str, state: str, reason: str, at: float) -> None:
-        if not self._closed:
-            self._put((TRANSITION, kind, entity, state, reason, at))
+        self._put((TRANSITION, kind, entity, state, reason, at))
 
     def add_counts(self, at: float, rows: Iterable[tuple[str, str, Counts]]) -> None:
         if not self._closed:
@@ -263,18 +275,15 @@ class UptimeStore:
                                          for kind, name, counts in rows)))
 
     def retire(self, keep: Iterable[Key], kinds: Iterable[str], at: float) -> None:
-        if not self._closed:
-            self._put((RETIRE, frozenset(keep), frozenset(kinds), at))
+        self._put((RETIRE, frozenset(keep), frozenset(kinds), at))
 
     def stop(self, node: str, at: float) -> None:
-        if not self._closed:
-            self._put((STOP, node, at))
+        self._put((STOP, node, at))
 
     def housekeep(self) -> None:
         """Apply the retention and compact old intervals now (the writer also does it at
         open and every hour)."""
-        if not self._closed:
-            self._put((HOUSEKEEP, self.clock()))
+        self._put((HOUSEKEEP, self.clock()))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed."""
@@ -290,7 +299,7 @@ class UptimeStore:
     @property
     def pending(self) -> int:
         """Items queued or sent, not yet committed."""
-        return len(self._items) + max(0, self._sent - self.recorded)
+        return self._items.qsize() + max(0, self._sent - self.recorded)
 
     # -- the feeder and the writer's answers (threads of the store) ---------------------------
 
@@ -300,21 +309,20 @@ class UptimeStore:
         last_sent = time.monotonic()
         try:
             while True:
-                self._idle = True
-                if not items:
-                    self._wake.wait(max(0.0, last_sent + self.heartbeat_every - time.monotonic()))
-                self._idle = False
-                self._wake.clear()
-                # One pass in Python (the events to tuples); the rest is done in C: this
-                # thread holds the GIL the event loop needs while it works.
-                batch = list(starmap(items.popleft, repeat((), min(len(items), MAX_BATCH))))
-                wire = [(EVENT, i.time, i.kind, i.entity, i.old, i.new, i.reason)
-                        if type(i) is Event else i for i in batch]
+                # The first item, or none when it is time for a heartbeat; then what else
+                # is queued, taken in C (this thread holds the GIL the event loop needs).
+                try:
+                    batch = [items.get(timeout=max(0.0, last_sent + self.heartbeat_every
+                                                   - time.monotonic()))]
+                except queue.Empty:
+                    batch = []
+                batch += starmap(items.get_nowait,
+                                 repeat((), min(items.qsize(), MAX_BATCH - len(batch))))
                 last_sent = time.monotonic()
-                send(fd, marshal.dumps((self.clock(), wire)))
-                self._sent += len(wire) - sum(map(NOT_RECORDED.__contains__,
-                                                  map(itemgetter(0), wire)))
-                if CLOSE_ITEM in wire:
+                send(fd, marshal.dumps((self.clock(), batch)))
+                self._sent += len(batch) - sum(map(NOT_RECORDED.__contains__,
+                                                   map(itemgetter(0), batch)))
+                if CLOSE_ITEM in batch:
                     return
                 if self.burst <= len(batch) < MAX_BATCH:  # a full batch: a backlog, no pause
                     self._hurry.wait(max(0.0, last_sent + self.commit_gap - time.monotonic()))
@@ -356,6 +364,9 @@ class UptimeStore:
             self.last_error = f"the writer process exited ({code}); nothing more is recorded"
             log.error("uptime store: %s", self.last_error)
             self._closed = True
+        self.detach()
+        while not self._items.empty():  # what nobody will send
+            self._items.get_nowait()
         for flush in list(self._flushes.values()):
             flush.done.set()
         self._flushes.clear()

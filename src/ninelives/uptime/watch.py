@@ -37,13 +37,13 @@ from ninelives.uptime.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from ninelives.config import Config
-    from ninelives.events import Event
+    from ninelives.events import Event, Kind
     from ninelives.uptime.store import UptimeStore
 
 log = logging.getLogger("ninelives.uptime.slo")
 
 EVALUATE_EVERY = 10.0  # seconds; the finest request buckets are 10 s
-INCIDENT_KINDS = ("listener", "pool")
+INCIDENT_KINDS: tuple[Kind, ...] = ("listener", "pool")  # the events on_event is given
 ALERTS_FILE = "slo-alerts.json"
 
 
