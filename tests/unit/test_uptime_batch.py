@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from itertools import pairwise
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from ninelives.uptime import schema
 from ninelives.uptime.batch import MAX_ROWS, IntervalWrites, chunks
 from ninelives.uptime.compaction import compact
+from ninelives.uptime.ledger import Ledger
+from ninelives.uptime.wire import EVENT, SAMPLE
 
 
 def test_chunks_are_full_then_powers_of_two_and_cover_every_row() -> None:
@@ -170,4 +173,60 @@ def test_compaction_merges_around_a_run_and_leaves_the_run_as_it_is(tmp_path: Pa
     assert after[1:-2] == [tuple(i[:4]) for i in before[2:-3]]
     assert sum(1 for i in after if i[3] == "flap") == 9
     assert after[-2:] == [("up", 21.0, 41.0, "ok"), ("up", 41.0, None, "ok")]
+    conn.close()
+
+
+def reference(
+    items: list[tuple[object, ...]],
+) -> dict[tuple[object, object], list[tuple[object, ...]]]:
+    """The intervals a transition at a time gives: each entity's, in order, each ending
+    where the next starts (a start before the last one's is taken as that one's)."""
+    out: dict[tuple[object, object], list[tuple[object, ...]]] = {}
+    for _, at, kind, entity, _, new, reason in items:
+        got = out.setdefault((kind, entity), [])
+        if got:
+            at = max(at, got[-1][1])  # type: ignore[call-overload]
+            got[-1] = (*got[-1][:2], at, got[-1][3])
+        got.append((new, at, None, reason))
+    return out
+
+
+def test_a_ledger_transaction_of_flaps_reads_back_as_one_transition_at_a_time(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(3)
+    conn = schema.connect(tmp_path / "uptime.db")
+    schema.create(conn)
+    ledger = Ledger(conn)
+    ledger.load()
+    items: list[tuple[object, ...]] = []
+    at = 1000.0
+    for batch in range(6):
+        chunk: list[tuple[object, ...]] = []
+        for _ in range(400):
+            # Commits 0 to 3 flap within a second; the others, not all the time.
+            at += 0.001 if batch < 4 else rng.choice([0.0005, 0.01, 0.3])
+            server = 0 if batch == 1 else rng.randrange(8)
+            # In commit 1, server 0 alone, with a reason of its own each time: too many
+            # for one run.
+            reason = f"reason {rng.randrange(3) if batch != 1 else at}"
+            step_back = 0.05 if server == 7 and rng.random() < 0.1 else 0.0
+            chunk.append((EVENT, at - step_back, "server", f"app/s{server}", "?",
+                          rng.choice(["up", "down", "falling"]), reason))
+            if batch == 3 and rng.random() < 0.2:  # a pool and a listener of one name
+                chunk.append((EVENT, at, rng.choice(["pool", "listener"]), "web", "?",
+                              rng.choice(["up", "down"]), reason))
+        if batch == 2:  # a sample between two stretches of transitions of one commit
+            chunk.insert(200, (SAMPLE, at, (("server", "app/s1", (0, 0, 1, 0, 0, 0)),)))
+        ledger.transaction(chunk, at)
+        items += [item for item in chunk if item[0] == EVENT]
+    got = schema.read_intervals(conn, 0.0, 1e12)
+    expected = reference(items)
+    assert set(got) == set(expected)
+    assert ("pool", "web") in got and ("listener", "web") in got
+    for key, intervals in expected.items():
+        assert [tuple(i[:4]) for i in got[key]] == intervals, key  # type: ignore[index]
+    rows, runs = conn.execute(
+        "SELECT count(*), sum(later IS NOT NULL) FROM interval").fetchone()
+    assert runs > 0 and rows < len(items) / 2  # flaps went in runs
     conn.close()

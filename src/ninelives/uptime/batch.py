@@ -27,8 +27,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
-import sys
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -43,6 +41,14 @@ RUN_SPAN = 1.0  # seconds from the start of a run to its end, at most
 MAX_PAIRS = 256  # distinct (state, reason) pairs in one run, at most: a code is a byte
 T = TypeVar("T")
 COUNT = struct.Struct("<I")
+# The columns a new row gives, by its shape: NULL is left out rather than bound (sqlite3
+# binds None through its adaptation, as it does bytes).
+OPEN, CLOSED, RUN = range(3)
+COLUMNS = (
+    ("id", "entity", "state", "started", "reason"),
+    ("id", "entity", "state", "started", "reason", "ended"),
+    ("id", "entity", "state", "started", "reason", "ended", "later"),
+)
 
 
 class Opened:
@@ -76,20 +82,36 @@ class Opened:
         self.ended = at
 
     def values(self) -> tuple[object, ...]:
-        later = encode(self.starts, self.codes, tuple(self.pairs)) if self.starts else None
-        return (self.row, self.entity, self.state, self.started, self.ended, self.reason,
-                later)
+        """The row's values, as :func:`insert_sql` of its :meth:`shape` takes them."""
+        if self.ended is None:
+            return (self.row, self.entity, self.state, self.started, self.reason)
+        if not self.starts:
+            return (self.row, self.entity, self.state, self.started, self.reason, self.ended)
+        return (self.row, self.entity, self.state, self.started, self.reason, self.ended,
+                encode(self.starts, self.codes, tuple(self.pairs)))
+
+    def shape(self) -> int:
+        """Which columns the row gives (see :data:`COLUMNS`)."""
+        return OPEN if self.ended is None else CLOSED if not self.starts else RUN
 
 
-def encode(starts: list[float], codes: bytearray, pairs: tuple[tuple[str, str], ...]) -> bytes:
+def encode(starts: list[float], codes: bytearray, pairs: tuple[tuple[str, str], ...]
+           ) -> bytearray:
     """A run's ``later``: how many intervals follow the first; their starts (doubles,
     little-endian: exact, and not formatted as text, which costs thousands of instructions
     a number); a byte each, the index of its ``(state, reason)`` in the list of distinct
-    ones that ends it, as JSON (a flapping server has two)."""
-    doubles = array("d", starts)
-    if sys.byteorder == "big":
-        doubles.byteswap()
-    return COUNT.pack(len(starts)) + doubles.tobytes() + codes + _json(pairs)
+    ones that ends it, as JSON (a flapping server has two). A bytearray: sqlite3 binds it
+    as it is, where ``bytes`` (and None) first go through its adaptation, which looks for
+    two attributes that are not there."""
+    later = bytearray(_doubles(len(starts)).pack(len(starts), *starts))
+    later += codes
+    later += _json(pairs)
+    return later
+
+
+@lru_cache(maxsize=256)
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"<I{count}d")
 
 
 @lru_cache(maxsize=1024)
@@ -97,7 +119,7 @@ def _json(pairs: tuple[tuple[str, str], ...]) -> bytes:
     return json.dumps(pairs).encode()  # the same few pairs again and again
 
 
-def decode(later: bytes) -> list[tuple[float, str, str]]:
+def decode(later: bytes | bytearray) -> list[tuple[float, str, str]]:
     """What :func:`encode` made: ``(start, state, reason)`` of each interval."""
     (count,) = COUNT.unpack_from(later)
     starts = struct.unpack_from(f"<{count}d", later, 4)
@@ -156,10 +178,44 @@ class IntervalWrites:
         self.runs[entity] = opened
         return self.open(entity, state, at, reason)
 
+    def flap(self, entity: int, row: int | None, starts: list[float], states: list[str],
+             reasons: list[str]) -> int | None:
+        """Transitions of one entity at ``starts`` (three or more, ascending, within
+        :data:`RUN_SPAN`), its open interval in ``row`` of an earlier transaction (None: it
+        has none): every interval but the last goes in one run, the last is open. The row
+        of the open one; None (nothing done) if they name too many distinct ``(state,
+        reason)`` for a run. A loop of a few steps a transition, where :meth:`transition`
+        takes thousands of instructions for each."""
+        codes: dict[tuple[str, str], int] = {}
+        later: list[int] = []
+        for n in range(1, len(starts) - 1):
+            pair = (states[n], reasons[n])
+            code = codes.get(pair)
+            if code is None:
+                if len(codes) == MAX_PAIRS:
+                    return None
+                code = codes[pair] = len(codes)
+            later.append(code)
+        if row is not None:
+            self.ends[row] = starts[0]
+        run = self.new[self.next_id] = Opened(self.next_id, entity, states[0], starts[0],
+                                              reasons[0])
+        self.next_id += 1
+        run.ended = starts[-1]
+        run.starts = starts[1:-1]
+        run.pairs = codes
+        run.codes = bytearray(later)
+        self.runs[entity] = run
+        return self.open(entity, states[-1], starts[-1], reasons[-1])
+
     def write(self, conn: sqlite3.Connection) -> None:
         """Apply everything inside the caller's transaction, then start afresh."""
-        for rows in chunks([opened.values() for opened in self.new.values()]):
-            conn.execute(insert_sql(len(rows)), tuple(chain.from_iterable(rows)))
+        by_shape: tuple[list[tuple[object, ...]], ...] = ([], [], [])
+        for opened in self.new.values():
+            by_shape[opened.shape()].append(opened.values())
+        for shape, values in enumerate(by_shape):
+            for rows in chunks(values):
+                conn.execute(insert_sql(shape, len(rows)), tuple(chain.from_iterable(rows)))
         # One statement per row: the writer is a process of its own (no GIL to share), and
         # a multi-row UPDATE (a VALUES list joined to the table) looks each row up in the
         # list, which under a flood of runs (an end per flapping server per transaction)
@@ -181,8 +237,8 @@ def chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 @cache
-def insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return ("INSERT INTO interval (id, entity, state, started, ended, reason, later)"
-            f" VALUES {values}")
+def insert_sql(shape: int, rows: int) -> str:
+    columns = COLUMNS[shape]
+    values = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * rows)
+    return f"INSERT INTO interval ({', '.join(columns)}) VALUES {values}"
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ninelives.uptime import schema
-from ninelives.uptime.batch import IntervalWrites
+from ninelives.uptime.batch import RUN_SPAN, IntervalWrites
 from ninelives.uptime.compaction import housekeep
 from ninelives.uptime.schema import DAY, LEVELS, Key
 from ninelives.uptime.wire import EVENT, FLUSH, RETIRE, SAMPLE, STOP, TRANSITION
@@ -57,6 +57,7 @@ class Resumed:
 
 def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+
 
 
 class Ledger:
@@ -117,16 +118,30 @@ class Ledger:
         flushes: list[int] = []
         applied = 0
         with self._committing(now) as conn:
+            # Transitions (EVENT items of servers, pools, listeners) one after another are
+            # gathered by entity and applied together, before any other item.
+            waiting: dict[str, list[tuple[Any, ...]]] = {}
             for item in items:
                 tag = item[0]
+                if tag == EVENT and item[2] in INTERVAL_KINDS:
+                    applied += 1
+                    group = waiting.get(item[3])
+                    if group is None:
+                        waiting[item[3]] = [item]
+                    elif group[0][2] == item[2]:
+                        group.append(item)
+                    else:  # a pool and a listener of one name: each in its turn
+                        self._transitions(waiting)
+                        waiting = {item[3]: [item]}
+                    continue
+                if waiting:
+                    self._transitions(waiting)
+                    waiting = {}
                 if tag == EVENT:
                     _, at, kind, entity, old, new, reason = item
-                    if kind in INTERVAL_KINDS:
-                        self._transition(kind, entity, new, reason, at)
-                    else:
-                        conn.execute(
-                            "INSERT INTO changes (time, kind, entity, old, new, reason)"
-                            " VALUES (?, ?, ?, ?, ?, ?)", (at, kind, entity, old, new, reason))
+                    conn.execute(
+                        "INSERT INTO changes (time, kind, entity, old, new, reason)"
+                        " VALUES (?, ?, ?, ?, ?, ?)", (at, kind, entity, old, new, reason))
                 elif tag == TRANSITION:
                     self._transition(*item[1:])
                 elif tag == SAMPLE:
@@ -142,6 +157,8 @@ class Ledger:
                 else:
                     continue  # CLOSE
                 applied += 1
+            if waiting:
+                self._transitions(waiting)
         return applied, flushes
 
     @contextmanager
@@ -185,6 +202,46 @@ class Ledger:
             self._entities[key] = entity
             self._kinds[entity] = key
         return entity
+
+    def _transitions(self, by_entity: dict[str, list[tuple[Any, ...]]]) -> None:
+        """EVENT items of servers, pools and listeners, by entity (one kind of each name),
+        each entity's in their order: as one flap where they can be
+        (:meth:`IntervalWrites.flap`), else one at a time."""
+        for name, transitions in by_entity.items():
+            kind = transitions[0][2]
+            if len(transitions) < 3 or not self._flap(kind, name, transitions):
+                for _, at, _, _, _, new, reason in transitions:
+                    self._transition(kind, name, new, reason, at)
+
+    def _flap(self, kind: str, name: str, transitions: list[tuple[Any, ...]]) -> bool:
+        """Record the transitions of one entity as a flap if they are one: within
+        :data:`RUN_SPAN`, in order, after its open interval, which is from an earlier
+        transaction (else False, nothing done)."""
+        starts: list[float] = []
+        states: list[str] = []
+        reasons: list[str] = []
+        last = first = float(transitions[0][1])
+        for _, at, _, _, _, state, reason in transitions:  # one loop, compiled
+            if at < last:
+                return False
+            last = at
+            starts.append(at)
+            states.append(state)
+            reasons.append(reason)
+        if last - first > RUN_SPAN:
+            return False
+        entity = self._entity(kind, name)
+        current = self._open.get(entity)
+        row: int | None = None
+        if current is not None:
+            row, started = current
+            if first < started or row in self._writes.new:
+                return False
+        opened = self._writes.flap(entity, row, starts, states, reasons)
+        if opened is None:
+            return False
+        self._open[entity] = (opened, last)
+        return True
 
     def _transition(self, kind: str, name: str, state: str, reason: str, at: float) -> None:
         """Queued in :attr:`_writes`, written at the end of the transaction."""

@@ -91,11 +91,14 @@ HEARTBEAT_EVERY = 1.0  # seconds: a killed node's downtime is over-counted by at
 # transition falls as the batches grow (at 10,000 transitions a second, with a store of
 # 200,000 intervals: 15 us with a commit whenever the last one ended, 6.7 us with 20 a
 # second, 4.7 us with 4), and that CPU is taken from the data plane where cores are
-# short; each batch also costs the node a wake-up of its feeder thread. Only after a
-# batch of :data:`BURST` items or more: a node's usual trickle (a few events at a time)
-# is sent as it comes; a full batch (a backlog) goes on at once; a flush or a close does
-# not wait. A kill can lose at most this much that was not yet reported as recorded.
-COMMIT_GAP = 0.25
+# short; each batch also costs the node a wake-up of its feeder thread. A longer gap also
+# makes longer runs of a flapping server's transitions (:mod:`ninelives.uptime.batch`):
+# 200 servers flapping 10,000 times a second cost the writer 9,650 instructions a
+# transition with 4 commits a second, 7,450 with 2. Only after a batch of :data:`BURST`
+# items or more: a node's usual trickle (a few events at a time) is sent as it comes; a
+# full batch (a backlog) goes on at once; a flush or a close does not wait. A kill can
+# lose at most this much that was not yet reported as recorded.
+COMMIT_GAP = 0.5
 BURST = 20  # items in one batch: at 10,000 a second, what arrives during a 2 ms commit
 # Seconds that open waits for the writer of an earlier run (a node killed a moment ago)
 # to commit what it had and exit; as long as SQLite waits for a lock (schema.connect).

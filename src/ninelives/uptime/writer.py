@@ -165,6 +165,7 @@ class Writer:
 
 
 NICE = 19
+GC_THRESHOLD = 100_000  # objects made (less those freed) between two young collections
 
 
 def main(argv: list[str]) -> int:
@@ -185,6 +186,10 @@ def main(argv: list[str]) -> int:
             # sight, so that its collections (a batch makes thousands of tuples) do not
             # go through it again and again.
             gc.freeze()
+            # What a batch makes (tuples, lists, rows) holds no cycles and goes when the
+            # batch is done: a young-generation collection every 700 of them (the default)
+            # only looks through them, a tenth of the writer's time under a flood.
+            gc.set_threshold(GC_THRESHOLD)
             Writer(ledger, frames, out_fd, retention, opened_at).run()
     except Exception:  # a bug: the node logs that the writer exited, this says why
         print("ninelives uptime writer: stopped; nothing more is recorded", file=sys.stderr)
