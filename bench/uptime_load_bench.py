@@ -242,6 +242,8 @@ def main() -> int:
         return statistics.fmean(getattr(phase, key) for phase in phases)
 
     ratios = [on.requests_per_s / off.requests_per_s for on, off in pairs]
+    spread = (1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios))
+              if len(ratios) > 1 else math.inf)
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     summary = {
         "rate_asked": args.rate,
@@ -253,6 +255,11 @@ def main() -> int:
         "median_ratio": round(statistics.median(ratios), 3),
         "middle_half_of_ratios": [round(quartiles[0], 3), round(quartiles[2], 3)],
         "ratio_of_means": round(mean(with_, "requests_per_s") / mean(without, "requests_per_s"), 3),
+        "mean_ratio": round(statistics.fmean(ratios), 3),
+        # The mean of the pairs' ratios give or take 1.96 standard errors: where it would
+        # be in 95 runs of 100 if the pairs were independent draws.
+        "mean_ratio_95pct": [round(statistics.fmean(ratios) - spread, 3),
+                             round(statistics.fmean(ratios) + spread, 3)],
         "transitions_per_s_committed": round(mean(with_, "transitions_per_s")),
         "loop_cpu_us_per_request_without": round(
             1e6 * mean(without, "loop_cpu") / mean(without, "requests_per_s"), 1),

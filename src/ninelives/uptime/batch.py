@@ -2,21 +2,20 @@
 
 Recording a transition ends the entity's open interval and opens the next. Done one
 statement at a time, that is an UPDATE and an INSERT per transition, each a Python call
-into sqlite3. Here a transition only changes Python lists; at the end of the transaction
-the new rows go in with multi-row INSERTs and the ends of rows from earlier transactions
-with multi-row UPDATEs, up to :data:`MAX_ROWS` rows a statement. Not ``executemany``:
-sqlite3 releases the GIL around every row's step and takes it back after each; one
-statement for many rows asks once. Row ids are given here, from the largest one in the
-table, so a row can be ended in the same transaction that opened it without asking the
-database.
+into sqlite3. Here a transition only changes Python objects; at the end of the
+transaction the new rows go in with multi-row INSERTs, up to :data:`MAX_ROWS` rows a
+statement, and the ends of rows from earlier transactions with one UPDATE each. Row ids
+are given here, from the largest one in the table, so a row can be ended in the same
+transaction that opened it without asking the database.
 
 Runs: the intervals of one entity that begin and end within one transaction and within
 :data:`RUN_SPAN` are one row, the first interval in its columns and the ones after it in
 ``later`` (see :func:`encode` and :func:`ninelives.uptime.schema.expand`). A server that
-flaps 12 times between two commits is three row writes (the end of its interval from the
-last commit, the run, its open interval), not 25: at 10,000 transitions a second, what
+flaps 25 times between two commits is three row writes (the end of its interval from the
+last commit, the run, its open interval), not 26: at 10,000 transitions a second, what
 the writer spends in SQLite falls by that much, and that CPU is taken from the data plane
-where cores are short. An open interval is always a row of its own (``later`` NULL), so
+where cores are short. :meth:`IntervalWrites.flap` makes a whole run at once, from the
+lists of one entity's transitions in a transaction. An open interval is always a row of its own (``later`` NULL), so
 what the store reads and changes at open (:mod:`ninelives.uptime.ledger`) is one row; and
 a run spans a second at most, so the retention and the compaction (which leaves runs as
 they are) are as exact as with a row per interval, to that second.

@@ -59,7 +59,6 @@ def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
 
 
-
 class Ledger:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
