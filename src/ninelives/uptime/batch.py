@@ -15,10 +15,11 @@ flaps 25 times between two commits is three row writes (the end of its interval 
 last commit, the run, its open interval), not 26: at 10,000 transitions a second, what
 the writer spends in SQLite falls by that much, and that CPU is taken from the data plane
 where cores are short. :meth:`IntervalWrites.flap` makes a whole run at once, from the
-lists of one entity's transitions in a transaction. An open interval is always a row of its own (``later`` NULL), so
-what the store reads and changes at open (:mod:`ninelives.uptime.ledger`) is one row; and
-a run spans a second at most, so the retention and the compaction (which leaves runs as
-they are) are as exact as with a row per interval, to that second.
+lists of one entity's transitions in a transaction. An open interval is always a row of
+its own (``later`` NULL), so what the store reads and changes at open
+(:mod:`ninelives.uptime.ledger`) is one row; and a run spans a second at most, so the
+retention and the compaction (which leaves runs as they are) are as exact as with a row
+per interval, to that second.
 """
 
 from __future__ import annotations
