@@ -4,11 +4,11 @@ Not a test, and not part of ninelives. ``bench/uptime_load_bench.py`` starts it 
 of ``ninelives run``. Once the node serves, SIGUSR1 starts publishing state transitions of
 the servers of the pool ``flappers`` on the node's own event log at ``--rate`` a second
 (``up -> down -> up``, as a server failing and passing its checks would), and SIGUSR2 stops
-it. Each goes the way a real transition goes: ``EventLog.publish`` (logged within its budget,
-kept for ``/v1/events``, put on the uptime store's queue by its journal, handed to the
-subscribers of server events: none, without a cluster), then the store's writer process
-commits it. Only the health checks that
-would have caused them are left out, so what is measured is the recording.
+it. Each goes the way a real transition goes: ``EventLog.publish`` (logged within its
+budget, kept for ``/v1/events``, put on the uptime store's queue by its journal, handed to
+the subscribers of server events: none, without a cluster), then the store's writer
+process commits it. Only the health checks that would have caused them are left out, so
+what is measured is the recording.
 
     python bench/uptime_flood_node.py CONFIG [--rate 10000]
 """

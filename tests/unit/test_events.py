@@ -160,7 +160,6 @@ def test_a_published_event_is_the_frozen_dataclass_its_fields_make() -> None:
         event.new = "up"  # type: ignore[misc]
 
 
-
 def test_subscribers_get_the_events_of_their_kinds_and_journals_every_event_as_a_tuple(
 ) -> None:
     log = EventLog(clock=lambda: 50.0)

@@ -363,13 +363,14 @@ class UptimeStore:
     def _writer_exited(self) -> None:
         assert self._writer is not None
         code = self._writer.wait()
-        if not self._closed or code != 0:
-            self.last_error = f"the writer process exited ({code}); nothing more is recorded"
-            log.error("uptime store: %s", self.last_error)
-            self._closed = True
-        self.detach()
+        failed = not self._closed or code != 0
+        self._closed = True
+        self.detach()  # before the error is told: from then on nothing more is queued
         while not self._items.empty():  # what nobody will send
             self._items.get_nowait()
+        if failed:
+            self.last_error = f"the writer process exited ({code}); nothing more is recorded"
+            log.error("uptime store: %s", self.last_error)
         for flush in list(self._flushes.values()):
             flush.done.set()
         self._flushes.clear()
