@@ -114,9 +114,6 @@ class EventLog:
             while subscriber in subscribers:
                 subscribers.remove(subscriber)
 
-    def subscribers(self, kind: Kind) -> list[Subscriber]:
-        return list(self._subscribers[kind])
-
     def add_journal(self, put: JournalPut, tag: int) -> None:
         """Call ``put`` with every event from now on as ``(tag, time, kind, entity, old,
         new, reason)``: a queue's put, for a consumer that writes events as they come. It must
