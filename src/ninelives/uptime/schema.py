@@ -131,8 +131,7 @@ def create(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise StoreError(f"written by a newer ninelives (schema {row[0]}; this one knows "
                          f"{SCHEMA_VERSION})")
-    columns = {column[1] for column in conn.execute("PRAGMA table_info(interval)")}
-    if "later" not in columns:  # schema 1: no runs yet, every row is one interval
+    if not _has_runs(conn):  # schema 1: no runs yet, every row is one interval
         conn.execute("ALTER TABLE interval ADD COLUMN later BLOB")
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
     conn.execute("COMMIT")
@@ -168,17 +167,14 @@ def read_intervals(
         ids = [e for e, key in names.items() if key in wanted]
         where += f" AND entity IN ({', '.join('?' * len(ids))})"
         params += ids
-    if not _has_runs(conn):  # schema 1, not yet opened by a node of this version
-        for row in conn.execute(
-            f"SELECT state, started, ended, reason, entity FROM interval WHERE {where}", params,
-        ):
-            by_id[row[4]].append(row)
-        return {names[entity]: rows for entity, rows in by_id.items()}
+    runs = _has_runs(conn)  # not yet: schema 1, not yet opened by a node of this version
     for row in conn.execute(
         f"SELECT state, started, ended, reason, entity FROM interval WHERE {where}"
-        " AND later IS NULL", params,
+        + (" AND later IS NULL" if runs else ""), params,
     ):
         by_id[row[4]].append(row)
+    if not runs:
+        return {names[entity]: rows for entity, rows in by_id.items()}
     with_runs = set()
     for state, started, ended, reason, entity, later in conn.execute(
         f"SELECT state, started, ended, reason, entity, later FROM interval WHERE {where}"
