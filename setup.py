@@ -41,6 +41,7 @@ COMPILED = [
     "src/ninelives/pool.py",
     "src/ninelives/tcp.py",
     "src/ninelives/uptime/batch.py",
+    "src/ninelives/uptime/journal.py",
     "src/ninelives/uptime/ledger.py",
 ]
 

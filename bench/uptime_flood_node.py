@@ -3,12 +3,13 @@
 Not a test, and not part of ninelives. ``bench/uptime_load_bench.py`` starts it instead
 of ``ninelives run``. Once the node serves, SIGUSR1 starts publishing state transitions of
 the servers of the pool ``flappers`` on the node's own event log at ``--rate`` a second
-(``up -> down -> up``, as a server failing and passing its checks would), and SIGUSR2 stops
-it. Each goes the way a real transition goes: ``EventLog.publish`` (logged within its
-budget, kept for ``/v1/events``, put on the uptime store's queue by its journal, handed to
-the subscribers of server events: none, without a cluster), then the store's writer
-process commits it. Only the health checks that would have caused them are left out, so
-what is measured is the recording.
+(``up -> down -> up``, as a server failing and passing its checks would), SIGRTMIN+1
+does the same with the uptime store detached from the log (published, not recorded), and
+SIGUSR2 stops it. Each goes the way a real transition goes: ``EventLog.publish`` (logged
+within its budget, kept for ``/v1/events``, gathered by the uptime store's journal,
+handed to the subscribers of server events: none, without a cluster), then the store's
+writer process commits it. Only the health checks that would have caused them are left
+out.
 
     python bench/uptime_flood_node.py CONFIG [--rate 10000]
 """
@@ -65,17 +66,37 @@ class Flood:
             sent = due
 
 
-def install(rate: float, publish_only: bool) -> None:
+# What the bench switches between, by signal: no transitions; transitions published and
+# recorded (the store attached to the log, as in a node); published only (the store
+# detached from the log: what the recording costs is the difference).
+OFF, RECORD, PUBLISH = signal.SIGUSR2, signal.SIGUSR1, signal.SIGRTMIN + 1
+
+
+def install(rate: float) -> None:
     start = node_module.Node.start
 
     async def start_with_flood(self: node_module.Node) -> str:
         line = await start(self)
+        store = self.uptime.store
+        if store is None:
+            raise RuntimeError("the node has no uptime store to record in")
         servers = [server.name for server in self.pools[FLAPPERS].servers]
-        if publish_only and self.uptime.store is not None:  # to tell the two costs apart
-            self.uptime.store.detach()
         flood = Flood(self.events, servers, rate)
-        self.loop.add_signal_handler(signal.SIGUSR1, flood.start)
-        self.loop.add_signal_handler(signal.SIGUSR2, flood.stop)
+
+        def publish(record: bool) -> None:
+            if record:
+                store.attach(self.events)
+            else:
+                store.detach()
+            flood.start()
+
+        def stop() -> None:
+            flood.stop()
+            store.attach(self.events)  # a node's own events are recorded between phases
+
+        self.loop.add_signal_handler(RECORD, publish, True)
+        self.loop.add_signal_handler(PUBLISH, publish, False)
+        self.loop.add_signal_handler(OFF, stop)
         return line
 
     node_module.Node.start = start_with_flood  # type: ignore[method-assign]
@@ -85,10 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--rate", type=float, default=10_000.0)
-    parser.add_argument("--publish-only", action="store_true",
-                        help="publish the transitions but do not record them")
     args = parser.parse_args()
-    install(args.rate, args.publish_only)
+    install(args.rate)
     sys.exit(cli_main(["run", str(args.config)]))
 
 

@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
 """What recording 10,000 state transitions a second costs the data plane.
 
-Not a test. Run: ``.venv/bin/python bench/uptime_load_bench.py`` (``--rate``, ``--pairs``,
+Not a test. Run: ``.venv/bin/python bench/uptime_load_bench.py`` (``--rate``, ``--rounds``,
 ``--phase``, ``--connections``). It starts nginx (two servers) and one ninelives node in
 front of them (an HTTP listener on pool ``app``, and a pool ``flappers`` of ``--flappers``
 servers that no listener uses), through ``bench/uptime_flood_node.py``: ``ninelives run``
 plus a hook that publishes transitions of the flappers on the node's event log while told
-to (SIGUSR1 on, SIGUSR2 off).
+to, recorded by the node's uptime store or (the store detached from the log) not.
 
-One ``wrk -t1`` drives the listener for the whole run, while the transitions are switched
-on and off in phases of ``--phase`` seconds, in pairs (the order drawn at random in each
-pair). A phase's throughput is the node's own count of requests answered (``GET
-/v1/status``) between ``--settle`` seconds after the switch and its end. Each pair gives a
-ratio (with / without), so what drifts on a shared machine over minutes cancels out in
-each; it prints the median of the ratios with their middle half, the ratio of the means,
-the transitions the store committed per second (intervals, read from the database by
-another connection) and the CPU time of the node's event loop thread, of its other
-threads (the store's feeder) and of the store's writer process.
-On a machine shared with other work the phases spread widely: take many pairs.
+One ``wrk -t1`` drives the listener for the whole run, while the node goes through rounds
+of three phases of ``--phase`` seconds, in an order drawn at random in each round: no
+transitions (off), transitions published only (publish), transitions published and
+recorded (record). A phase's throughput is the node's own count of requests answered
+(``GET /v1/status``) between ``--settle`` seconds after the switch and its end. Each round
+gives three ratios: what recording costs (record / publish), what publishing costs
+(publish / off) and both (record / off); what drifts on a shared machine over minutes
+cancels out within a round. For each it prints the median of the ratios with their middle
+half, the ratio of the means and the mean of the ratios with its 95% interval; then the
+transitions the store committed per second (intervals, read from the database by another
+connection) and the CPU time of the node's event loop thread, of its other threads (the
+store's feeder) and of the store's writer process.
+On a machine shared with other work the phases spread widely: take many rounds.
 """
 
 from __future__ import annotations
@@ -74,12 +77,9 @@ pools:
     return cfg
 
 
-def start_node(
-    procs: Processes, tmp: Path, cfg: Path, rate: float, publish_only: bool
-) -> tuple[Proc, int, int]:
+def start_node(procs: Processes, tmp: Path, cfg: Path, rate: float) -> tuple[Proc, int, int]:
     log_path = tmp / "ninelives.log"
     argv = [sys.executable, str(HERE / "uptime_flood_node.py"), str(cfg), "--rate", str(rate)]
-    argv += ["--publish-only"] if publish_only else []
     proc = procs.start("ninelives", argv, log_path, True)
     line = _read_ready_line(proc, log_path)
     bound = {m.group(1): int(m.group(3)) for m in map(READY_TOKEN.match, line.split()) if m}
@@ -157,11 +157,19 @@ class Phase:
     writer_cpu: float
 
 
+# The phases of a round: no transitions; published only; published and recorded (the
+# signals of bench/uptime_flood_node.py).
+SIGNALS = {"off": signal.SIGUSR2, "publish": signal.SIGRTMIN + 1, "record": signal.SIGUSR1}
+# What each comparison divides: (phase, by phase).
+COMPARED = {"recording": ("record", "publish"), "publishing": ("publish", "off"),
+            "both": ("record", "off")}
+
+
 def measure(proc: Proc, admin: int, recorded: Recorded, mode: str, phase: float,
             settle: float) -> Phase:
-    """Switch the transitions on or off, let ``settle`` seconds pass, then measure until
-    ``phase`` seconds after the switch."""
-    os.kill(proc.pid, signal.SIGUSR1 if mode == "on" else signal.SIGUSR2)
+    """Switch to ``mode`` (one of :data:`SIGNALS`), let ``settle`` seconds pass, then
+    measure until ``phase`` seconds after the switch."""
+    os.kill(proc.pid, SIGNALS[mode])
     switched = time.monotonic()
     time.sleep(settle)  # the load runs meanwhile: what is measured starts after it
     requests, intervals = answered(admin), recorded()
@@ -179,51 +187,72 @@ def measure(proc: Proc, admin: int, recorded: Recorded, mode: str, phase: float,
     )
 
 
+def compare(rounds: list[dict[str, Phase]], mode: str, base: str) -> dict[str, object]:
+    """Throughput in ``mode`` against ``base``, round by round: the median of the ratios
+    with their middle half, the ratio of the means, the mean of the ratios with its 95%
+    interval (1.96 standard errors: where it would be in 95 runs of 100 if the rounds
+    were independent draws)."""
+    ratios = [got[mode].requests_per_s / got[base].requests_per_s for got in rounds]
+    spread = (1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios))
+              if len(ratios) > 1 else math.inf)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    mean = statistics.fmean(ratios)
+    return {
+        "median": round(statistics.median(ratios), 3),
+        "middle_half": [round(quartiles[0], 3), round(quartiles[2], 3)],
+        "ratio_of_means": round(
+            statistics.fmean(got[mode].requests_per_s for got in rounds)
+            / statistics.fmean(got[base].requests_per_s for got in rounds), 3),
+        "mean": round(mean, 3),
+        "mean_95pct": [round(mean - spread, 3), round(mean + spread, 3)],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=10_000.0, help="transitions a second")
-    parser.add_argument("--pairs", type=int, default=30, help="pairs of phases (on, off)")
-    parser.add_argument("--phase", type=float, default=3.0, help="seconds per phase")
-    parser.add_argument("--settle", type=float, default=0.6,
+    parser.add_argument("--rounds", type=int, default=30,
+                        help="rounds of three phases (off, publish, record)")
+    parser.add_argument("--phase", type=float, default=4.0, help="seconds per phase")
+    parser.add_argument("--settle", type=float, default=1.2,
                         help="seconds after a switch before a phase is measured (the "
-                             "writer commits what was queued before a switch off)")
+                             "writer commits what was queued before a switch off, up to "
+                             "the store's commit gap later)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--flappers", type=int, default=200, help="servers that flap")
-    parser.add_argument("--seed", type=int, default=1, help="for the order within pairs")
-    parser.add_argument("--publish-only", action="store_true",
-                        help="publish the transitions on the event log but do not record "
-                             "them (to tell the cost of the recording from the rest)")
+    parser.add_argument("--seed", type=int, default=1, help="for the order within rounds")
     args = parser.parse_args()
     if args.phase <= args.settle:
         parser.error("--phase must be longer than --settle")
     ensure_packages()
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="ninelives-uptime-load-"))
-    pairs: list[tuple[Phase, Phase]] = []  # (on, off)
+    rounds: list[dict[str, Phase]] = []
     order = random.Random(args.seed)
     try:
         servers = (free_port(), free_port())
         start_nginx(procs, tmp, servers)
         proc, port, admin = start_node(procs, tmp, write_config(tmp, servers, args.flappers),
-                                       args.rate, args.publish_only)
+                                       args.rate)
         recorded = Recorded(tmp / "state" / "uptime.db")
         run_wrk(port, 1, args.connections)  # warm-up
-        load_s = math.ceil(args.pairs * 2 * args.phase + 10)
+        load_s = math.ceil(args.rounds * len(SIGNALS) * args.phase + 10)
         wrk = procs.start("wrk", ["wrk", "-t1", f"-c{args.connections}", f"-d{load_s}s",
                                   f"http://127.0.0.1:{port}/"], tmp / "wrk.log", False)
         wait_for_load(admin, wrk)
-        for pair_no in range(1, args.pairs + 1):
-            modes = order.sample(("on", "off"), 2)
+        for round_no in range(1, args.rounds + 1):
+            modes = order.sample(tuple(SIGNALS), len(SIGNALS))
             got = {mode: measure(proc, admin, recorded, mode, args.phase, args.settle)
                    for mode in modes}
-            on, off = got["on"], got["off"]
-            pairs.append((on, off))
-            print(f"pair {pair_no:>3} ({modes[0]} first): {on.requests_per_s:>9,.0f} req/s "
-                  f"with, {off.requests_per_s:>9,.0f} without: "
-                  f"{on.requests_per_s / off.requests_per_s:.3f}; "
-                  f"{on.transitions_per_s:>7,.0f} transitions/s committed; CPU s/s with: "
-                  f"loop {on.loop_cpu:.2f}, other threads {on.other_cpu:.3f}, "
-                  f"writer {on.writer_cpu:.3f}", file=sys.stderr)
+            rounds.append(got)
+            rec = got["record"]
+            print(f"round {round_no:>3} ({', '.join(modes)}): req/s "
+                  + ", ".join(f"{mode} {got[mode].requests_per_s:,.0f}" for mode in SIGNALS)
+                  + "; " + ", ".join(f"{name} {got[a].requests_per_s / got[b].requests_per_s:.3f}"
+                                     for name, (a, b) in COMPARED.items())
+                  + f"; {rec.transitions_per_s:,.0f} transitions/s committed; CPU s/s "
+                  f"recording: loop {rec.loop_cpu:.2f}, other threads {rec.other_cpu:.3f}, "
+                  f"writer {rec.writer_cpu:.3f}", file=sys.stderr)
             for started in (proc, wrk):
                 if not started.alive():
                     raise StartupError(f"{started.name} exited:\n{started.log_tail()}")
@@ -236,37 +265,22 @@ def main() -> int:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    with_, without = [on for on, _ in pairs], [off for _, off in pairs]
+    def mean(mode: str, key: str) -> float:
+        return statistics.fmean(getattr(got[mode], key) for got in rounds)
 
-    def mean(phases: list[Phase], key: str) -> float:
-        return statistics.fmean(getattr(phase, key) for phase in phases)
-
-    ratios = [on.requests_per_s / off.requests_per_s for on, off in pairs]
-    spread = (1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios))
-              if len(ratios) > 1 else math.inf)
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-    summary = {
+    summary: dict[str, object] = {
         "rate_asked": args.rate,
-        "publish_only": args.publish_only,
-        "pairs": args.pairs,
+        "rounds": args.rounds,
         "phase_s": args.phase,
-        "req_per_s_without": round(mean(without, "requests_per_s")),
-        "req_per_s_with": round(mean(with_, "requests_per_s")),
-        "median_ratio": round(statistics.median(ratios), 3),
-        "middle_half_of_ratios": [round(quartiles[0], 3), round(quartiles[2], 3)],
-        "ratio_of_means": round(mean(with_, "requests_per_s") / mean(without, "requests_per_s"), 3),
-        "mean_ratio": round(statistics.fmean(ratios), 3),
-        # The mean of the pairs' ratios give or take 1.96 standard errors: where it would
-        # be in 95 runs of 100 if the pairs were independent draws.
-        "mean_ratio_95pct": [round(statistics.fmean(ratios) - spread, 3),
-                             round(statistics.fmean(ratios) + spread, 3)],
-        "transitions_per_s_committed": round(mean(with_, "transitions_per_s")),
-        "loop_cpu_us_per_request_without": round(
-            1e6 * mean(without, "loop_cpu") / mean(without, "requests_per_s"), 1),
-        "loop_cpu_us_per_request_with": round(
-            1e6 * mean(with_, "loop_cpu") / mean(with_, "requests_per_s"), 1),
-        "other_threads_cpu_with": round(mean(with_, "other_cpu"), 3),
-        "writer_process_cpu_with": round(mean(with_, "writer_cpu"), 3),
+        **{f"req_per_s_{mode}": round(mean(mode, "requests_per_s")) for mode in SIGNALS},
+        # what recording alone costs (record against publish), what publishing alone
+        # costs (publish against off), and both (record against off)
+        **{name: compare(rounds, a, b) for name, (a, b) in COMPARED.items()},
+        "transitions_per_s_committed": round(mean("record", "transitions_per_s")),
+        **{f"loop_cpu_us_per_request_{mode}": round(
+            1e6 * mean(mode, "loop_cpu") / mean(mode, "requests_per_s"), 1) for mode in SIGNALS},
+        "other_threads_cpu_recording": round(mean("record", "other_cpu"), 3),
+        "writer_process_cpu_recording": round(mean("record", "writer_cpu"), 3),
     }
     width = max(map(len, summary))
     for key, value in summary.items():

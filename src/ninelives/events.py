@@ -4,7 +4,7 @@ Every change of a server's shown state (``up -> down``), of a pool's state (``up
 backup`` when it fails over to a later tier) and of a listener (bound, closed) is one
 :class:`Event`. The :class:`EventLog` logs each one, keeps the most recent in memory for
 ``GET /v1/events``, hands each to the subscribers of its kind and appends it to the
-journals (the uptime store's queue).
+journals (the uptime store's).
 
 Publishing is on the event loop, and a pool of hundreds of flapping servers publishes
 thousands of events a second, so it is made cheap (this module is compiled with mypyc, see
@@ -14,8 +14,8 @@ thousands of events a second, so it is made cheap (this module is compiled with 
   subscriber of its kind or when the API asks (:meth:`EventLog.since`);
 - a subscriber names the kinds it wants (the SLO watch no server's), so an event costs
   nothing for those that would only look at its kind and return;
-- a journal is a C-level ``put`` (``queue.SimpleQueue.put``) given each event as the tuple
-  it is written as, so the uptime store's side of an event is one call into C;
+- a journal is a compiled function given each event's fields (the uptime store's
+  :meth:`~ninelives.uptime.journal.Journal.event`, a few tens of nanoseconds);
 - logging has a budget: at most :data:`LOG_PER_SECOND` events a second are logged, and the
   number left out is logged with the next line that is. A log line costs the event loop
   about 30 us; the uptime store still records every event.
@@ -40,8 +40,8 @@ LOG_PER_SECOND = 100  # events logged in one second of the clock at most
 # An event as the log keeps it: (id, time, kind, entity, old, new, reason).
 Record = tuple[int, float, str, str, str, str, str]
 Subscriber = Callable[["Event"], None]
-# Takes (tag, time, kind, entity, old, new, reason); must not block.
-JournalPut = Callable[[tuple[Any, ...]], object]
+# Takes (time, kind, entity, old, new, reason); must neither block nor raise.
+JournalFn = Callable[[float, str, str, str, str, str], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ class EventLog:
         self.recent: deque[Record] = deque(maxlen=keep)
         self.last_id = 0
         self.log_budget = LogBudget()
-        self.journals: list[tuple[JournalPut, int]] = []
+        self.journals: list[JournalFn] = []
         self._subscribers: dict[str, list[Subscriber]] = {kind: [] for kind in KINDS}
 
     def subscribe(self, subscriber: Subscriber, kinds: Iterable[Kind] = KINDS) -> None:
@@ -114,14 +114,14 @@ class EventLog:
             while subscriber in subscribers:
                 subscribers.remove(subscriber)
 
-    def add_journal(self, put: JournalPut, tag: int) -> None:
-        """Call ``put`` with every event from now on as ``(tag, time, kind, entity, old,
-        new, reason)``: a queue's put, for a consumer that writes events as they come. It must
-        neither block nor raise."""
-        self.journals.append((put, tag))
+    def add_journal(self, journal: JournalFn) -> None:
+        """Call ``journal`` with every event from now on as ``(time, kind, entity, old, new,
+        reason)``, before its subscribers: for a consumer that writes events as they come.
+        It must neither block nor raise."""
+        self.journals.append(journal)
 
-    def remove_journal(self, put: JournalPut) -> None:
-        self.journals = [(p, tag) for p, tag in self.journals if p != put]
+    def remove_journal(self, journal: JournalFn) -> None:
+        self.journals = [known for known in self.journals if known != journal]
 
     def publish(self, kind: Kind, entity: str, old: str, new: str, reason: str) -> int:
         """Publish one event; its id."""
@@ -140,8 +140,8 @@ class EventLog:
                 extra={"kind": kind, "entity": entity, "old": old, "new": new,
                        "reason": reason},
             )
-        for put, tag in self.journals:
-            put((tag, now, kind, entity, old, new, reason))
+        for journal in self.journals:
+            journal(now, kind, entity, old, new, reason)
         subscribers = self._subscribers.get(kind)
         if subscribers:
             event = event_of(record)

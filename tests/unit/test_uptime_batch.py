@@ -8,8 +8,17 @@ from itertools import pairwise
 from pathlib import Path
 
 from ninelives.uptime import schema
-from ninelives.uptime.batch import MAX_ROWS, IntervalWrites, chunks
+from ninelives.uptime.batch import (
+    MAX_PAIRS,
+    MAX_ROWS,
+    IntervalWrites,
+    chunks,
+    decode,
+    encode,
+    run_codes,
+)
 from ninelives.uptime.compaction import compact
+from ninelives.uptime.journal import Journal
 from ninelives.uptime.ledger import Ledger
 from ninelives.uptime.wire import EVENT, SAMPLE
 
@@ -20,6 +29,27 @@ def test_chunks_are_full_then_powers_of_two_and_cover_every_row() -> None:
     assert sizes == [MAX_ROWS, MAX_ROWS, 32, 4, 1]
     assert [r for c in chunks(rows) for r in c] == rows
     assert list(chunks([])) == []
+
+
+def test_run_codes_name_each_distinct_state_and_reason_and_read_back_through_encode(
+) -> None:
+    starts = [10.0 + n for n in range(6)]
+    for states, reasons in (
+        # each reason with one state (a flapping server), then one reason with two states
+        (["down", "up", "down", "up", "down", "up"], ["failed", "passed"] * 3),
+        (["down", "falling", "down", "up", "falling", "up"], ["x", "x", "y", "x", "y", "y"]),
+    ):
+        coded = run_codes(states, reasons)
+        assert coded is not None
+        pairs, codes = coded
+        assert list(pairs) == list(dict.fromkeys(zip(states, reasons, strict=True)))
+        assert list(pairs.values()) == list(range(len(pairs)))
+        assert [list(pairs)[code] for code in codes] == list(zip(states, reasons, strict=True))
+        assert decode(encode(starts, codes, tuple(pairs))) == list(
+            zip(starts, states, reasons, strict=True))
+    many = [f"reason {n}" for n in range(MAX_PAIRS + 1)]
+    assert run_codes(["down"] * len(many), many) is None
+    assert run_codes(["down"] * MAX_PAIRS, many[:MAX_PAIRS]) is not None
 
 
 def test_rows_opened_and_ended_in_one_batch_and_across_batches(tmp_path: Path) -> None:
@@ -218,7 +248,16 @@ def test_a_ledger_transaction_of_flaps_reads_back_as_one_transition_at_a_time(
                               rng.choice(["up", "down"]), reason))
         if batch == 2:  # a sample between two stretches of transitions of one commit
             chunk.insert(200, (SAMPLE, at, (("server", "app/s1", (0, 0, 1, 0, 0, 0)),)))
-        ledger.transaction(chunk, at)
+        # As the store's journal gathers them, and, for one commit, one at a time.
+        journal = Journal()
+        for item in chunk:
+            if item[0] == EVENT:
+                journal.event(*item[1:])  # type: ignore[arg-type]
+            else:
+                journal.put(item)
+        sent, count = journal.take()
+        assert count == len(chunk) and journal.take() == ([], 0)
+        assert ledger.transaction(sent if batch != 5 else chunk, at) == (len(chunk), [])
         items += [item for item in chunk if item[0] == EVENT]
     got = schema.read_intervals(conn, 0.0, 1e12)
     expected = reference(items)

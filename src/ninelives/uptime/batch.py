@@ -11,15 +11,15 @@ transaction that opened it without asking the database.
 Runs: the intervals of one entity that begin and end within one transaction and within
 :data:`RUN_SPAN` are one row, the first interval in its columns and the ones after it in
 ``later`` (see :func:`encode` and :func:`ninelives.uptime.schema.expand`). A server that
-flaps 25 times between two commits is three row writes (the end of its interval from the
-last commit, the run, its open interval), not 26: at 10,000 transitions a second, what
+flaps 50 times between two commits is three row writes (the end of its interval from the
+last commit, the run, its open interval), not 51: at 10,000 transitions a second, what
 the writer spends in SQLite falls by that much, and that CPU is taken from the data plane
 where cores are short. :meth:`IntervalWrites.flap` makes a whole run at once, from the
-lists of one entity's transitions in a transaction. An open interval is always a row of
-its own (``later`` NULL), so what the store reads and changes at open
-(:mod:`ninelives.uptime.ledger`) is one row; and a run spans a second at most, so the
-retention and the compaction (which leaves runs as they are) are as exact as with a row
-per interval, to that second.
+lists of one entity's transitions in a transaction (as the journal gathers them). An
+open interval is always a row of its own (``later`` NULL), so what the store reads and
+changes at open (:mod:`ninelives.uptime.ledger`) is one row; and a run spans two seconds
+at most, so the retention and the compaction (which leaves runs as they are) are as
+exact as with a row per interval, to those two seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -37,7 +39,7 @@ from typing import TypeVar
 # distinct texts each, which stay in sqlite3's statement cache), and 128 rows of seven
 # values stay under the 999 variables older SQLite versions allow.
 MAX_ROWS = 128
-RUN_SPAN = 1.0  # seconds from the start of a run to its end, at most
+RUN_SPAN = 2.0  # seconds from the start of a run to its end, at most: twice the commit gap
 MAX_PAIRS = 256  # distinct (state, reason) pairs in one run, at most: a code is a byte
 T = TypeVar("T")
 COUNT = struct.Struct("<I")
@@ -95,6 +97,35 @@ class Opened:
         return OPEN if self.ended is None else CLOSED if not self.starts else RUN
 
 
+def run_codes(states: list[str], reasons: list[str]
+              ) -> tuple[dict[tuple[str, str], int], bytearray] | None:
+    """The distinct ``(state, reason)`` of a run's intervals, each with its code, in the
+    order they came, and the code of each; None if there are more than :data:`MAX_PAIRS`.
+    A compiled loop of a few steps an interval: the reason is looked up as it is (a
+    string keeps its hash), as each reason of a flapping server goes with one state
+    (``2 checks failed`` with ``down``); a pair is made only for a reason seen with a
+    second state."""
+    codes: dict[tuple[str, str], int] = {}
+    by_reason: dict[str, tuple[str, int]] = {}  # the state and code of a reason's first pair
+    later = bytearray(len(reasons))
+    for n, reason in enumerate(reasons):
+        state = states[n]
+        known = by_reason.get(reason)
+        if known is not None and known[0] == state:
+            later[n] = known[1]
+            continue
+        pair = (state, reason)
+        code = codes.get(pair)
+        if code is None:
+            if len(codes) == MAX_PAIRS:
+                return None
+            code = codes[pair] = len(codes)
+            if known is None:
+                by_reason[reason] = (state, code)
+        later[n] = code
+    return codes, later
+
+
 def encode(starts: list[float], codes: bytearray, pairs: tuple[tuple[str, str], ...]
            ) -> bytearray:
     """A run's ``later``: how many intervals follow the first; their starts (doubles,
@@ -103,15 +134,14 @@ def encode(starts: list[float], codes: bytearray, pairs: tuple[tuple[str, str], 
     ones that ends it, as JSON (a flapping server has two). A bytearray: sqlite3 binds it
     as it is, where ``bytes`` (and None) first go through its adaptation, which looks for
     two attributes that are not there."""
-    later = bytearray(_doubles(len(starts)).pack(len(starts), *starts))
+    later = bytearray(COUNT.pack(len(starts)))
+    doubles = array("d", starts)
+    if sys.byteorder == "big":
+        doubles.byteswap()
+    later += doubles.tobytes()
     later += codes
     later += _json(pairs)
     return later
-
-
-@lru_cache(maxsize=256)
-def _doubles(count: int) -> struct.Struct:
-    return struct.Struct(f"<I{count}d")
 
 
 @lru_cache(maxsize=1024)
@@ -184,18 +214,11 @@ class IntervalWrites:
         :data:`RUN_SPAN`), its open interval in ``row`` of an earlier transaction (None: it
         has none): every interval but the last goes in one run, the last is open. The row
         of the open one; None (nothing done) if they name too many distinct ``(state,
-        reason)`` for a run. A loop of a few steps a transition, where :meth:`transition`
-        takes thousands of instructions for each."""
-        codes: dict[tuple[str, str], int] = {}
-        later: list[int] = []
-        for n in range(1, len(starts) - 1):
-            pair = (states[n], reasons[n])
-            code = codes.get(pair)
-            if code is None:
-                if len(codes) == MAX_PAIRS:
-                    return None
-                code = codes[pair] = len(codes)
-            later.append(code)
+        reason)`` for a run. No Python step a transition: the codes are made in C (where
+        :meth:`transition` takes thousands of instructions for each)."""
+        coded = run_codes(states[1:-1], reasons[1:-1])
+        if coded is None:
+            return None
         if row is not None:
             self.ends[row] = starts[0]
         run = self.new[self.next_id] = Opened(self.next_id, entity, states[0], starts[0],
@@ -203,8 +226,7 @@ class IntervalWrites:
         self.next_id += 1
         run.ended = starts[-1]
         run.starts = starts[1:-1]
-        run.pairs = codes
-        run.codes = bytearray(later)
+        run.pairs, run.codes = coded
         self.runs[entity] = run
         return self.open(entity, states[-1], starts[-1], reasons[-1])
 

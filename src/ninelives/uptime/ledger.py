@@ -20,15 +20,21 @@ from ninelives.uptime import schema
 from ninelives.uptime.batch import RUN_SPAN, IntervalWrites
 from ninelives.uptime.compaction import housekeep
 from ninelives.uptime.schema import DAY, LEVELS, Key
-from ninelives.uptime.wire import EVENT, FLUSH, RETIRE, SAMPLE, STOP, TRANSITION
+from ninelives.uptime.wire import (
+    EVENT,
+    FLUSH,
+    INTERVAL_KINDS,
+    RETIRE,
+    SAMPLE,
+    STATES,
+    STOP,
+    TRANSITION,
+)
 
 if TYPE_CHECKING:
     from ninelives.cluster.coverage import Coverage
 
 COMPACT_AFTER = 7 * DAY  # full detail (falling, rising, every reason) for a week
-# Events of these kinds are states of an entity (intervals); other events (a node's
-# reloads) are kept as changes.
-INTERVAL_KINDS = frozenset({"server", "pool", "listener"})
 NOT_RUNNING = "node not running"
 # Entities whose time while the node does not run is counted: down, or ``elsewhere`` when
 # another node of the cluster served meanwhile (then it is not the service's downtime).
@@ -117,30 +123,19 @@ class Ledger:
         flushes: list[int] = []
         applied = 0
         with self._committing(now) as conn:
-            # Transitions (EVENT items of servers, pools, listeners) one after another are
-            # gathered by entity and applied together, before any other item.
-            waiting: dict[str, list[tuple[Any, ...]]] = {}
             for item in items:
                 tag = item[0]
-                if tag == EVENT and item[2] in INTERVAL_KINDS:
-                    applied += 1
-                    group = waiting.get(item[3])
-                    if group is None:
-                        waiting[item[3]] = [item]
-                    elif group[0][2] == item[2]:
-                        group.append(item)
-                    else:  # a pool and a listener of one name: each in its turn
-                        self._transitions(waiting)
-                        waiting = {item[3]: [item]}
+                if tag == STATES:
+                    applied += self._states(item[1])
                     continue
-                if waiting:
-                    self._transitions(waiting)
-                    waiting = {}
                 if tag == EVENT:
                     _, at, kind, entity, old, new, reason = item
-                    conn.execute(
-                        "INSERT INTO changes (time, kind, entity, old, new, reason)"
-                        " VALUES (?, ?, ?, ?, ?, ?)", (at, kind, entity, old, new, reason))
+                    if kind in INTERVAL_KINDS:
+                        self._transition(kind, entity, new, reason, at)
+                    else:
+                        conn.execute(
+                            "INSERT INTO changes (time, kind, entity, old, new, reason)"
+                            " VALUES (?, ?, ?, ?, ?, ?)", (at, kind, entity, old, new, reason))
                 elif tag == TRANSITION:
                     self._transition(*item[1:])
                 elif tag == SAMPLE:
@@ -156,8 +151,6 @@ class Ledger:
                 else:
                     continue  # CLOSE
                 applied += 1
-            if waiting:
-                self._transitions(waiting)
         return applied, flushes
 
     @contextmanager
@@ -202,32 +195,26 @@ class Ledger:
             self._kinds[entity] = key
         return entity
 
-    def _transitions(self, by_entity: dict[str, list[tuple[Any, ...]]]) -> None:
-        """EVENT items of servers, pools and listeners, by entity (one kind of each name),
-        each entity's in their order: as one flap where they can be
-        (:meth:`IntervalWrites.flap`), else one at a time."""
-        for name, transitions in by_entity.items():
-            kind = transitions[0][2]
-            if len(transitions) < 3 or not self._flap(kind, name, transitions):
-                for _, at, _, _, _, new, reason in transitions:
-                    self._transition(kind, name, new, reason, at)
+    def _states(self, gathered: dict[str, dict[str, tuple[list[float], list[str], list[str]]]]
+                ) -> int:
+        """A STATES item: each entity's transitions as one flap where they are one
+        (:meth:`_flap`), else one at a time. How many there were."""
+        count = 0
+        for kind, by_entity in gathered.items():
+            for name, (starts, states, reasons) in by_entity.items():
+                count += len(starts)
+                if len(starts) < 3 or not self._flap(kind, name, starts, states, reasons):
+                    for at, state, reason in zip(starts, states, reasons, strict=True):
+                        self._transition(kind, name, state, reason, at)
+        return count
 
-    def _flap(self, kind: str, name: str, transitions: list[tuple[Any, ...]]) -> bool:
+    def _flap(self, kind: str, name: str, starts: list[float], states: list[str],
+              reasons: list[str]) -> bool:
         """Record the transitions of one entity as a flap if they are one: within
         :data:`RUN_SPAN`, in order, after its open interval, which is from an earlier
-        transaction (else False, nothing done)."""
-        starts: list[float] = []
-        states: list[str] = []
-        reasons: list[str] = []
-        last = first = float(transitions[0][1])
-        for _, at, _, _, _, state, reason in transitions:  # one loop, compiled
-            if at < last:
-                return False
-            last = at
-            starts.append(at)
-            states.append(state)
-            reasons.append(reason)
-        if last - first > RUN_SPAN:
+        transaction (else False, nothing done). Each check is C over the whole list."""
+        first, last = starts[0], starts[-1]
+        if last - first > RUN_SPAN or sorted(starts) != starts:
             return False
         entity = self._entity(kind, name)
         current = self._open.get(entity)

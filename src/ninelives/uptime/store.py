@@ -1,19 +1,18 @@
 """The uptime store: what happened to every entity, recorded durably, off the event loop.
 
 Producers (the event log, through the journal :meth:`UptimeStore.attach` adds; the
-counter sampler) only put an item on a queue (``queue.SimpleQueue``, whose ``put`` is C
-that wakes the feeder when it waits): a fraction of a microsecond on the event loop, never
-a disk write. Each item is already the tuple it is sent as (:mod:`ninelives.uptime.wire`),
-so a feeder thread sends what is queued to the writer, a process of its own
-(:mod:`ninelives.uptime.writer`), without a Python step per item (it holds the GIL the
-event loop needs while it works): a batch at a time, one ``marshal`` and one pipe write.
-The writer applies each batch in one transaction and commits (group commit: under a burst
-the batches grow, so the fsyncs per second stay bounded while nothing waits for a timer),
-then says how many items are committed. What :attr:`UptimeStore.recorded` counts, and
-what ``on_commit`` is told, has been committed with ``synchronous=FULL`` (see
-:mod:`ninelives.uptime.schema`): a SIGKILL, or a power cut, cannot take it back. The
-writer is a process, not a thread, so that its work does not hold the GIL the event loop
-needs.
+counter sampler) only queue an item (:mod:`ninelives.uptime.journal`, compiled, where the
+transitions of servers, pools and listeners are gathered by entity as they come): a
+fraction of a microsecond on the event loop, never a disk write. A feeder thread sends
+what is queued to the writer, a process of its own (:mod:`ninelives.uptime.writer`),
+without a Python step per item (it holds the GIL the event loop needs while it works): a
+batch at a time, one ``marshal`` and one pipe write. The writer applies each batch in one
+transaction and commits (group commit: under a burst the batches grow, so the fsyncs per
+second stay bounded while nothing waits for a timer), then says how many items are
+committed. What :attr:`UptimeStore.recorded` counts, and what ``on_commit`` is told, has
+been committed with ``synchronous=FULL`` (see :mod:`ninelives.uptime.schema`): a SIGKILL,
+or a power cut, cannot take it back. The writer is a process, not a thread, so that its
+work does not hold the GIL the event loop needs.
 
 The node's own downtime: every commit, and at least every :data:`HEARTBEAT_EVERY` seconds
 a batch of its own, records a heartbeat (the node's clock when it sent the batch). A node
@@ -39,7 +38,6 @@ import itertools
 import logging
 import marshal
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -47,8 +45,6 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat, starmap
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,14 +52,13 @@ import ninelives
 from ninelives.events import Event, EventLog
 from ninelives.uptime import schema
 from ninelives.uptime.availability import StoredInterval
+from ninelives.uptime.journal import Journal
 from ninelives.uptime.ledger import COMPACT_AFTER, Ledger, Resumed, iso
 from ninelives.uptime.schema import DAY, Counts, Key, StoreError
 from ninelives.uptime.wire import (
     CLOSE_ITEM,
-    EVENT,
     FLUSH,
     HOUSEKEEP,
-    NOT_RECORDED,
     RETIRE,
     SAMPLE,
     STOP,
@@ -71,7 +66,6 @@ from ninelives.uptime.wire import (
     Frames,
     send,
 )
-from ninelives.uptime.writer import MAX_BATCH
 
 if TYPE_CHECKING:
     import sqlite3
@@ -87,18 +81,15 @@ DEFAULT_RETENTION = 400 * DAY
 HEARTBEAT_EVERY = 1.0  # seconds: a killed node's downtime is over-counted by at most this
 # Seconds from sending one batch to sending the next, at least. Under a burst what arrives
 # meanwhile waits for the next batch: each commit costs the writer a fixed part (pages
-# rewritten to the WAL with their checksums, an fsync, the statements), so its CPU per
-# transition falls as the batches grow (at 10,000 transitions a second, with a store of
-# 200,000 intervals: 15 us with a commit whenever the last one ended, 6.7 us with 20 a
-# second, 4.7 us with 4), and that CPU is taken from the data plane where cores are
-# short; each batch also costs the node a wake-up of its feeder thread. A longer gap also
-# makes longer runs of a flapping server's transitions (:mod:`ninelives.uptime.batch`):
-# 200 servers flapping 10,000 times a second cost the writer 9,650 instructions a
-# transition with 4 commits a second, 7,450 with 2. Only after a batch of :data:`BURST`
-# items or more: a node's usual trickle (a few events at a time) is sent as it comes; a
-# full batch (a backlog) goes on at once; a flush or a close does not wait. A kill can
-# lose at most this much that was not yet reported as recorded.
-COMMIT_GAP = 0.5
+# rewritten to the WAL with their checksums, an fsync, the statements), and each flapping
+# server a few row writes (:mod:`ninelives.uptime.batch`: its transitions between two
+# commits are one run), so the writer's CPU per transition falls as the batches grow, and
+# that CPU is taken from the data plane where cores are short. 200 servers flapping 10,000
+# times a second cost the writer (callgrind) 4,020 instructions a transition with 2
+# commits a second, 2,720 with 1. Only after a batch of :data:`BURST` items or more: a
+# node's usual trickle (a few events at a time) is sent as it comes; a flush or a close
+# does not wait. A kill can lose at most this much that was not yet reported as recorded.
+COMMIT_GAP = 1.0
 BURST = 20  # items in one batch: at 10,000 a second, what arrives during a 2 ms commit
 # Seconds that open waits for the writer of an earlier run (a node killed a moment ago)
 # to commit what it had and exit; as long as SQLite waits for a lock (schema.connect).
@@ -147,8 +138,8 @@ class UptimeStore:
         self.burst = burst
         self.recorded = 0  # items (events, transitions, samples) committed so far
         self.last_error = ""
-        self._items: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()  # not yet sent
-        self._events: EventLog | None = None  # the log whose journal puts on _items
+        self._journal = Journal()  # what is not sent yet
+        self._events: EventLog | None = None  # the log whose events go in _journal
         self._hurry = threading.Event()  # set by flush and close: end the commit gap now
         self._sent = 0  # items sent that count in ``recorded``
         self._flushes: dict[int, _Flush] = {}
@@ -236,7 +227,7 @@ class UptimeStore:
         if writer is None:
             return
         self.detach()
-        self._items.put(CLOSE_ITEM)  # after the last event of the log
+        self._journal.put(CLOSE_ITEM, last=True)  # after the last event of the log
         self._hurry.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -248,26 +239,28 @@ class UptimeStore:
 
     def _put(self, item: tuple[Any, ...]) -> None:
         if not self._closed:
-            self._items.put(item)
+            self._journal.put(item)
 
     def attach(self, events: EventLog) -> None:
         """Record every event ``events`` publishes from now on (until the store closes or
-        its writer is gone): its journal puts each, as the wire's EVENT item, on the
-        queue."""
+        its writer is gone): its journal is the store's. Instead of the log attached
+        before, if any."""
+        self.detach()
         if not self._closed:
             self._events = events
-            events.add_journal(self._items.put, EVENT)
+            events.add_journal(self._journal.event)
 
     def detach(self) -> None:
         """Record no more of the attached log's events."""
         events, self._events = self._events, None
         if events is not None:
-            events.remove_journal(self._items.put)
+            events.remove_journal(self._journal.event)
 
     def record(self, event: Event) -> None:
         """Record one event (those of an attached log are recorded without it)."""
-        self._put((EVENT, event.time, event.kind, event.entity, event.old, event.new,
-                   event.reason))
+        if not self._closed:
+            self._journal.event(event.time, event.kind, event.entity, event.old, event.new,
+                                event.reason)
 
     def mark(self, kind: str, entity: str, state: str, reason: str, at: float) -> None:
         self._put((TRANSITION, kind, entity, state, reason, at))
@@ -302,32 +295,25 @@ class UptimeStore:
     @property
     def pending(self) -> int:
         """Items queued or sent, not yet committed."""
-        return self._items.qsize() + max(0, self._sent - self.recorded)
+        return self._journal.count + max(0, self._sent - self.recorded)
 
     # -- the feeder and the writer's answers (threads of the store) ---------------------------
 
     def _feed(self, fd: int) -> None:
         """Send what is queued, a batch at a time, and a heartbeat when there is nothing."""
-        items = self._items
+        journal = self._journal
         last_sent = time.monotonic()
         try:
             while True:
-                # The first item, or none when it is time for a heartbeat; then what else
-                # is queued, taken in C (this thread holds the GIL the event loop needs).
-                try:
-                    batch = [items.get(timeout=max(0.0, last_sent + self.heartbeat_every
-                                                   - time.monotonic()))]
-                except queue.Empty:
-                    batch = []
-                batch += starmap(items.get_nowait,
-                                 repeat((), min(items.qsize(), MAX_BATCH - len(batch))))
+                # What is queued, or nothing when it is time for a heartbeat.
+                journal.ready.wait(max(0.0, last_sent + self.heartbeat_every - time.monotonic()))
+                items, count = journal.take()
                 last_sent = time.monotonic()
-                send(fd, marshal.dumps((self.clock(), batch)))
-                self._sent += len(batch) - sum(map(NOT_RECORDED.__contains__,
-                                                   map(itemgetter(0), batch)))
-                if CLOSE_ITEM in batch:
+                send(fd, marshal.dumps((self.clock(), count, items)))
+                self._sent += count
+                if CLOSE_ITEM in items:
                     return
-                if self.burst <= len(batch) < MAX_BATCH:  # a full batch: a backlog, no pause
+                if count >= self.burst:  # under a burst: wait for more, a commit at a time
                     self._hurry.wait(max(0.0, last_sent + self.commit_gap - time.monotonic()))
                     self._hurry.clear()
         except OSError:
@@ -366,8 +352,7 @@ class UptimeStore:
         failed = not self._closed or code != 0
         self._closed = True
         self.detach()  # before the error is told: from then on nothing more is queued
-        while not self._items.empty():  # what nobody will send
-            self._items.get_nowait()
+        self._journal.discard()  # what nobody will send
         if failed:
             self.last_error = f"the writer process exited ({code}); nothing more is recorded"
             log.error("uptime store: %s", self.last_error)

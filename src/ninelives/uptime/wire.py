@@ -1,7 +1,8 @@
 """What the node and the uptime store's writer process say to each other over their pipes.
 
-Node to writer, one frame per batch: ``marshal.dumps((now, items))``, ``now`` the node's
-clock when it sent them (the heartbeat that the commit records), each item a plain tuple
+Node to writer, one frame per batch: ``marshal.dumps((now, count, items))``, ``now`` the
+node's clock when it sent them (the heartbeat that the commit records), ``count`` the
+recorded items among them (a transition each, in ``STATES``), each item a plain tuple
 whose first element is its tag. Writer to node, one frame per commit (or failed attempt):
 ``marshal.dumps((recorded, flushed, error, complaint))``. marshal, not pickle: the items are
 tuples of strings and numbers, and marshal writes and reads them in C at a few tens of
@@ -9,7 +10,11 @@ nanoseconds an item. A frame is its length (4 bytes, big-endian) and the bytes.
 
 Items (``at``, ``time``: seconds since the epoch):
 
-- ``(EVENT, time, kind, entity, old, new, reason)``: an :class:`~ninelives.events.Event`;
+- ``(STATES, {kind: {entity: (starts, states, reasons)}})``: the transitions of servers,
+  pools and listeners (:data:`INTERVAL_KINDS`) since the item before, by entity, each
+  entity's in order (see :mod:`ninelives.uptime.journal`);
+- ``(EVENT, time, kind, entity, old, new, reason)``: an :class:`~ninelives.events.Event`
+  of another kind (a node's reload), kept as a change;
 - ``(TRANSITION, kind, entity, state, reason, at)``: a state the store records itself;
 - ``(SAMPLE, at, ((kind, name, counts), ...))``: requests counted since the last sample;
 - ``(RETIRE, keep, kinds, at)``: entities of ``kinds`` not in ``keep`` are gone;
@@ -24,9 +29,12 @@ import os
 import select
 import struct
 
-EVENT, TRANSITION, SAMPLE, RETIRE, STOP = range(5)  # recorded: counted in ``recorded``
-HOUSEKEEP, FLUSH, CLOSE = range(5, 8)
+EVENT, TRANSITION, SAMPLE, RETIRE, STOP, STATES = range(6)  # recorded: in ``recorded``
+HOUSEKEEP, FLUSH, CLOSE = range(6, 9)
 NOT_RECORDED = frozenset({HOUSEKEEP, FLUSH, CLOSE})
+# Events of these kinds are states of an entity (intervals); other events (a node's
+# reloads) are kept as changes.
+INTERVAL_KINDS = frozenset({"server", "pool", "listener"})
 CLOSE_ITEM = (CLOSE,)
 
 HEADER = struct.Struct("!I")

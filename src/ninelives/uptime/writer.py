@@ -53,7 +53,7 @@ from ninelives.uptime.ledger import Ledger
 from ninelives.uptime.wire import CLOSE, HOUSEKEEP, Frames, send
 
 HOUSEKEEPING_EVERY = 3600.0
-MAX_BATCH = 10_000  # items per transaction
+MAX_BATCH = 20_000  # recorded items per transaction, when frames wait (one frame may hold more)
 RETRY_MAX = 30.0  # seconds between attempts while the disk refuses writes
 
 Item = tuple[Any, ...]
@@ -69,7 +69,8 @@ class Writer:
         self.now = now  # the node's clock in the last frame: the heartbeat to commit
         self.recorded = 0
         self.last_error = ""
-        self.backlog: deque[tuple[float, list[Item]]] = deque()  # frames read, not committed
+        # Frames read, not committed: (now, recorded items in it, items)
+        self.backlog: deque[tuple[float, int, list[Item]]] = deque()
         self.closing = False
 
     def run(self) -> None:
@@ -103,14 +104,16 @@ class Writer:
         if self.frames.ended or (timeout is not None and not self.frames.readable(timeout)):
             return
         for payload in self.frames.read():
-            now, items = marshal.loads(payload)
-            self.backlog.append((now, items))
+            self.backlog.append(marshal.loads(payload))
 
     def take(self) -> list[Item]:
-        """Up to :data:`MAX_BATCH` items of whole frames from the backlog (at least one)."""
+        """The items of whole frames from the backlog, up to :data:`MAX_BATCH` recorded
+        items (at least one frame)."""
         batch: list[Item] = []
-        while self.backlog and (not batch or len(batch) + len(self.backlog[0][1]) <= MAX_BATCH):
-            self.now, items = self.backlog.popleft()
+        count = 0
+        while self.backlog and (not batch or count + self.backlog[0][1] <= MAX_BATCH):
+            self.now, recorded, items = self.backlog.popleft()
+            count += recorded
             batch += items
         return batch
 
