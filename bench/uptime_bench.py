@@ -38,6 +38,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ninelives.events import Event
+from ninelives.uptime.api import encode_report
 from ninelives.uptime.maintenance import MaintenanceRule
 from ninelives.uptime.report import Topology, uptime_report
 from ninelives.uptime.schema import LEVELS
@@ -231,7 +232,7 @@ def main() -> None:
         began = time.perf_counter()
         report = uptime_report(store, topology, rules, now - 365 * DAY, now, now)
         computed = time.perf_counter()
-        body = json.dumps(report).encode()
+        body = encode_report(report)
         timings.append(time.perf_counter() - began)
         computing.append(computed - began)
     store.close()
